@@ -1,0 +1,1 @@
+"""Where actions, decisions and dead letters go."""

@@ -1,0 +1,1 @@
+"""Rule packs: loading, the expression compiler, evaluation and contact policy."""

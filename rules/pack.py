@@ -1,0 +1,334 @@
+"""Rule pack files: YAML -> validated `PackSpec`, with every error at file:line:col.
+
+The pack format is the public rule contract (README "Rule packs"). Unknown keys are
+errors, so a typo such as `cooldwon:` is caught instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rules.errors import RuleError, RuleProblem, SourcePos
+from state.timezones import zone
+
+EventType = Literal["transaction", "interaction", "profile"]
+OnSpec = Literal["transaction", "interaction", "profile", "any"]
+AggregateKind = Literal["count", "sum", "avg", "min", "max", "stats", "distinct", "last"]
+Severity = Literal["low", "medium", "high", "critical"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+MAX_WINDOW = 400 * 86400.0
+
+
+def parse_duration(value: Any) -> float:
+    """'10m' -> 600.0 seconds. Units: s, m, h, d, w."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("a duration is a number with a unit, such as 30s, 10m, 24h, 7d or 2w")
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a duration: write a number with a unit, such as 10m, 24h or 7d"
+        )
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    if seconds > MAX_WINDOW:
+        raise ValueError("durations are limited to 400d")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+OnList = Annotated[list[OnSpec], BeforeValidator(_as_list), Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AggregateSpec(_Model):
+    on: OnList
+    kind: AggregateKind
+    where: str | None = None
+    field: str | None = None
+    window: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AggregateSpec:
+        if self.kind in ("count", "last"):
+            if self.field is not None:
+                raise ValueError(f"a {self.kind} aggregate takes no `field`")
+        elif self.field is None:
+            raise ValueError(f"a {self.kind} aggregate needs a `field`, such as event.amount")
+        if self.window is None and self.kind != "last":
+            raise ValueError(f"a {self.kind} aggregate needs a `window`, such as 10m or 90d")
+        return self
+
+
+class QuietHours(_Model):
+    start: ClockTime
+    end: ClockTime
+
+
+class PolicySpec(_Model):
+    consent_required: bool = True
+    max_offers_per_day: Annotated[int, Field(ge=0)] | None = None
+    max_offers_per_week: Annotated[int, Field(ge=0)] | None = None
+    quiet_hours: QuietHours | None = None
+    holdout_percent: Annotated[float, Field(ge=0, le=100)] = 0.0
+    risk_block: Duration | None = None
+
+
+class OfferSpec(BaseModel):
+    """What is offered. `product` and `channel` are required; other keys pass through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    product: Annotated[str, Field(min_length=1, max_length=64)]
+    channel: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class RuleSpec(_Model):
+    id: RuleId
+    kind: Literal["alert", "offer"]
+    on: OnList
+    when: Annotated[str, Field(min_length=1)]
+    description: str | None = None
+    severity: Severity | None = None
+    dedup: Duration | None = None
+    offer: OfferSpec | None = None
+    channel: Annotated[str, Field(max_length=32)] | None = None
+    priority: int = 0
+    value: float = 0.0
+    cooldown: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RuleSpec:
+        if self.kind == "alert":
+            if self.severity is None:
+                raise ValueError("an alert rule needs a `severity`: low, medium, high or critical")
+            for key in ("offer", "cooldown"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` is for offer rules; alerts use `dedup`")
+        else:
+            if self.offer is None:
+                raise ValueError("an offer rule needs `offer: {product: ..., channel: ...}`")
+            for key in ("severity", "dedup"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` is for alert rules; offers use `cooldown`")
+        return self
+
+
+ProfileFieldType = Literal["number", "string", "bool", "list"]
+
+
+class PackSpec(_Model):
+    pack: RuleId
+    version: Annotated[int, Field(ge=0)]
+    description: str | None = None
+    timezone: str | None = None
+    profile_fields: dict[Name, ProfileFieldType] = Field(default_factory=dict)
+    aggregates: dict[Name, AggregateSpec] = Field(default_factory=dict)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    rules: Annotated[list[RuleSpec], Field(min_length=1)]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and zone(value) is None:
+            raise ValueError(f"unknown IANA time zone {value!r}, e.g. Asia/Shanghai")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PackSpec:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} is used twice")
+            seen.add(rule.id)
+        return self
+
+
+Path_ = tuple[str | int, ...]
+
+
+class LoadedPack:
+    """A validated pack with the positions of its YAML nodes, for later error messages."""
+
+    def __init__(self, spec: PackSpec, file: str, text: str, marks: dict[Path_, _Mark]) -> None:
+        self.spec = spec
+        self.file = file
+        self.lines = text.splitlines()
+        self.marks = marks
+
+    def problem(self, path: Path_, message: str, line_offset: int = 0, col: int = 0) -> RuleProblem:
+        """A problem at the YAML node at `path` (or inside it, for expression errors)."""
+        mark = _nearest(self.marks, path)
+        return _problem_at(self.file, self.lines, mark, message, line_offset, col)
+
+
+class _Mark:
+    __slots__ = ("col", "line", "style")
+
+    def __init__(self, line: int, col: int, style: str | None) -> None:
+        self.line, self.col, self.style = line, col, style
+
+
+def _nearest(marks: dict[Path_, _Mark], path: Path_) -> _Mark:
+    while path not in marks and path:
+        path = path[:-1]
+    return marks.get(path, _Mark(0, 0, None))
+
+
+def _problem_at(
+    file: str, lines: list[str], mark: _Mark, message: str, line_offset: int = 0, col: int = 0
+) -> RuleProblem:
+    """Place a problem inside a scalar: line_offset/col are 0-based within its text."""
+    line, column = mark.line, mark.col
+    if mark.style in ("'", '"'):
+        column += 1
+    if mark.style in ("|", ">"):
+        line += 1 + line_offset
+        text = lines[line] if line < len(lines) else ""
+        column = len(text) - len(text.lstrip()) + col
+    elif line_offset:
+        line += line_offset
+        column = col
+    else:
+        column += col
+    source = lines[line] if 0 <= line < len(lines) else ""
+    return RuleProblem(SourcePos(file, line + 1, column + 1), message, source)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, mark: _Mark) -> None:
+        self.key, self.mark = key, mark
+
+
+def _to_python(node: yaml.Node, path: Path_, marks: dict[Path_, _Mark]) -> Any:
+    marks[path] = _Mark(node.start_mark.line, node.start_mark.column, getattr(node, "style", None))
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            # Keys are always names: YAML 1.1 would read the key `on` as true.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
+            key_mark = _Mark(key_node.start_mark.line, key_node.start_mark.column, None)
+            if key in out:
+                raise _DuplicateKey(str(key), key_mark)
+            marks[(*path, f"{key}:key")] = key_mark
+            out[key] = _to_python(value_node, (*path, key), marks)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, (*path, i), marks) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    return yaml.constructor.SafeConstructor().construct_object(node)  # type: ignore[no-untyped-call]
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _pydantic_problem(loaded: LoadedPack, data: Any, err: Any) -> RuleProblem:
+    loc: Path_ = tuple(err["loc"])
+    msg: str = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent, key = loc[:-1], str(loc[-1])
+        model = _model_at(parent)
+        known = _known_keys(model) if model else []
+        hint = difflib.get_close_matches(key, known, n=1)
+        msg = f"unknown key `{key}`" + (f" (did you mean `{hint[0]}`?)" if hint else "")
+        return loaded.problem((*parent, f"{key}:key"), msg)
+    if loc:
+        where = ".".join(str(p) for p in loc)
+        msg = f"{where}: {msg}"
+    return loaded.problem(loc, msg)
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = PackSpec
+    i = 0
+    while model is not None and i < len(loc):
+        part = loc[i]
+        if model is PackSpec and part in ("aggregates", "rules"):
+            model = AggregateSpec if part == "aggregates" else RuleSpec
+            i += 2
+            continue
+        if model is PackSpec and part == "policy":
+            model = PolicySpec
+        elif model is PolicySpec and part == "quiet_hours":
+            model = QuietHours
+        elif model is RuleSpec and part == "offer":
+            model = OfferSpec
+        else:
+            return None
+        i += 1
+    return model
+
+
+def load_pack_text(text: str, file: str = "<pack>") -> LoadedPack:
+    """Parse and validate one pack; raise RuleError listing every problem found."""
+    lines = text.splitlines()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = _Mark(mark.line, mark.column, None) if mark else _Mark(0, 0, None)
+        raise RuleError(
+            [_problem_at(file, lines, pos, f"invalid YAML: {exc.problem or exc.context}")]
+        ) from None
+    if not isinstance(node, yaml.MappingNode):
+        raise RuleError([RuleProblem(SourcePos(file, 1, 1), "a pack is a YAML mapping")])
+    marks: dict[Path_, _Mark] = {}
+    try:
+        data = _to_python(node, (), marks)
+    except _DuplicateKey as dup:
+        raise RuleError([_problem_at(file, lines, dup.mark, f"duplicate key `{dup.key}`")]) from None
+    probe = LoadedPack.__new__(LoadedPack)
+    probe.file, probe.lines, probe.marks = file, lines, marks
+    try:
+        spec = PackSpec.model_validate(data)
+    except ValidationError as exc:
+        raise RuleError([_pydantic_problem(probe, data, e) for e in exc.errors()]) from None
+    return LoadedPack(spec, file, text, marks)
+
+
+def load_pack_file(path: Path) -> LoadedPack:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleError([RuleProblem(SourcePos(str(path), 1, 1), f"cannot read: {exc}")]) from None
+    return load_pack_text(text, str(path))
+
+
+def pack_files(path: Path) -> list[Path]:
+    """A pack file, or every *.yaml / *.yml file directly in a folder, sorted by name."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [path]

@@ -1,0 +1,1 @@
+"""Per-customer state: events, sliding windows, the customer record and its stores."""

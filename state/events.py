@@ -1,0 +1,172 @@
+"""The public input contract: transaction, interaction and profile events.
+
+Events are JSON objects (one per Kafka message or JSON Lines line). `decode_event` turns
+raw bytes into a validated, typed event or raises `InvalidEvent` with a reason a person can
+read; callers dead-letter that, they never crash on it.
+
+msgspec is used for decoding and validation on the hot path: it decodes and validates a
+transaction in well under 1 µs on this machine, about 10x faster than the same pydantic
+model (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+Amount = Annotated[float, msgspec.Meta(ge=0)]
+Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+EventTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+TransactionChannel = Literal["card", "online", "mobile", "branch", "atm", "transfer"]
+InteractionChannel = Literal["app", "web", "call_center", "branch", "email", "sms"]
+
+EVENT_TYPES: Final = ("transaction", "interaction", "profile")
+
+
+class TransactionEvent(msgspec.Struct, tag_field="type", tag="transaction", kw_only=True):
+    event_id: Id
+    customer_id: Id
+    ts: EventTime
+    amount: Amount
+    direction: Literal["credit", "debit"]
+    channel: TransactionChannel
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "CNY"
+    account_id: ShortText | None = None
+    card_id: ShortText | None = None
+    merchant_country: Country | None = None
+    merchant_category: ShortText | None = None
+    counterparty_id: ShortText | None = None
+    counterparty_bank: ShortText | None = None
+    device_id: ShortText | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    balance_after: float | None = None
+    tags: Annotated[list[ShortText], msgspec.Meta(max_length=32)] = msgspec.field(
+        default_factory=list
+    )
+
+    @property
+    def type(self) -> str:
+        return "transaction"
+
+
+class InteractionEvent(msgspec.Struct, tag_field="type", tag="interaction", kw_only=True):
+    event_id: Id
+    customer_id: Id
+    ts: EventTime
+    channel: InteractionChannel
+    action: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    device_id: ShortText | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    offer_id: ShortText | None = None
+    page: ShortText | None = None
+
+    @property
+    def type(self) -> str:
+        return "interaction"
+
+
+class ProfileEvent(msgspec.Struct, tag_field="type", tag="profile", kw_only=True):
+    """A partial profile update. Only fields present in the message change the profile.
+
+    Keys beyond the named ones are accepted; `extra` holds them (JSON values).
+    """
+
+    event_id: Id
+    customer_id: Id
+    ts: EventTime
+    home_country: Country | None | msgspec.UnsetType = msgspec.UNSET
+    segment: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    birth_date: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    timezone: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    products: Annotated[list[ShortText], msgspec.Meta(max_length=64)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    consent: dict[ShortText, bool] | msgspec.UnsetType = msgspec.UNSET
+    extra: dict[str, Any] = msgspec.field(default_factory=dict, name="__extra__")
+
+    @property
+    def type(self) -> str:
+        return "profile"
+
+    def changes(self) -> dict[str, Any]:
+        """The profile fields this event sets, named as in the message."""
+        out: dict[str, Any] = {}
+        for name in PROFILE_FIELDS:
+            value = getattr(self, name)
+            if value is not msgspec.UNSET:
+                out[name] = value
+        out.update(self.extra)
+        return out
+
+
+Event = TransactionEvent | InteractionEvent | ProfileEvent
+
+PROFILE_FIELDS: Final = ("home_country", "segment", "birth_date", "timezone", "products", "consent")
+_COMMON: Final = frozenset({"type", "event_id", "customer_id", "ts"})
+
+_decoder: Final = msgspec.json.Decoder(Event)
+_raw_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+class InvalidEvent(ValueError):
+    """The bytes are not a valid event. `reason` is short and contains no field values."""
+
+    def __init__(self, reason: str, customer_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.customer_id = customer_id
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Decode and validate one event; raise InvalidEvent with the reason if it is not one."""
+    try:
+        event = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"invalid event: {exc}", _customer_id_of(raw)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"malformed JSON: {exc}") from None
+    if type(event) is ProfileEvent:
+        event.extra = _profile_extras(raw)
+        if event.timezone not in (None, msgspec.UNSET) and not _is_timezone(event.timezone):
+            raise InvalidEvent(
+                "invalid event: unknown IANA time zone - at `$.timezone`", event.customer_id
+            )
+    return event
+
+
+def _profile_extras(raw: bytes | str) -> dict[str, Any]:
+    fields = _raw_decoder.decode(raw)
+    return {k: v for k, v in fields.items() if k not in _COMMON and k not in PROFILE_FIELDS}
+
+
+def _customer_id_of(raw: bytes | str) -> str | None:
+    try:
+        value = _raw_decoder.decode(raw).get("customer_id")
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
+
+
+def _is_timezone(name: str) -> bool:
+    from state.timezones import zone
+
+    return zone(name) is not None
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialise an event back to its JSON wire form."""
+    if isinstance(event, ProfileEvent):
+        fields = msgspec.to_builtins(event)
+        extra = fields.pop("extra", {})
+        fields.update(extra)
+        return msgspec.json.encode(fields)
+    return msgspec.json.encode(event)

@@ -1,0 +1,60 @@
+"""CustomerState: everything the engine remembers about one customer, encoded compactly.
+
+The record holds only what rules and policy read: the profile fields some loaded rule or the
+contact policy uses (never names, phone numbers or addresses), each aggregate's window data,
+and the policy ledger. It is encoded with MessagePack; a typical customer stays well under
+1 KB (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+SEEN_IDS: Final = 64
+"""How many recent event ids per customer are remembered to drop redelivered events."""
+
+
+class Ledger(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Contact-policy memory. Only emitted actions are recorded here.
+
+    `fired`: last emission time per `pack/rule`; `offers`: times of emitted offers within the
+    longest cap period; `high_alert`: time of the latest emitted high or critical alert.
+    """
+
+    fired: dict[str, float] = msgspec.field(default_factory=dict, name="f")
+    offers: list[float] = msgspec.field(default_factory=list, name="o")
+    high_alert: float | None = msgspec.field(default=None, name="h")
+
+
+class CustomerState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One customer's state. `aggregates` maps an aggregate key to its window data."""
+
+    profile: dict[str, Any] = msgspec.field(default_factory=dict, name="p")
+    aggregates: dict[str, Any] = msgspec.field(default_factory=dict, name="a")
+    ledger: Ledger = msgspec.field(default_factory=Ledger, name="l")
+    seen: list[int] = msgspec.field(default_factory=list, name="s")
+    last_ts: float = msgspec.field(default=0.0, name="t")
+
+    def remember(self, event_key: int) -> bool:
+        """Record an event id hash; False if it was already seen (a redelivery)."""
+        seen = self.seen
+        if event_key in seen:
+            return False
+        seen.append(event_key)
+        if len(seen) > SEEN_IDS:
+            del seen[0]
+        return True
+
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(CustomerState)
+
+
+def encode_state(state: CustomerState) -> bytes:
+    return _encoder.encode(state)
+
+
+def decode_state(raw: bytes) -> CustomerState:
+    return _decoder.decode(raw)

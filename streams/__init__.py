@@ -1,0 +1,1 @@
+"""Wiring: the batch engine, replay, simulation, the demo and the command line."""
