@@ -183,17 +183,46 @@ class LoadedPack:
         self.lines = text.splitlines()
         self.marks = marks
 
-    def problem(self, path: Path_, message: str, line_offset: int = 0, col: int = 0) -> RuleProblem:
-        """A problem at the YAML node at `path` (or inside it, for expression errors)."""
-        mark = _nearest(self.marks, path)
-        return _problem_at(self.file, self.lines, mark, message, line_offset, col)
+    def problem(self, path: Path_, message: str) -> RuleProblem:
+        """A problem at the YAML node at `path`."""
+        return _problem_at(self.file, self.lines, _nearest(self.marks, path), message)
+
+    def expression(self, path: Path_, value: str) -> tuple[str, int, int]:
+        """The text of the expression at `path` as it stands in the file, for parsing.
+
+        Returns (text, file line of its first line (0-based), column shift of its first
+        line), so that a (line, column) in the text maps straight to the file. Multi-line
+        scalars are taken from the file as written, with their indentation (only
+        whitespace differs from the YAML value, which is all the same to an expression).
+        """
+        mark = self.marks.get(path)
+        if mark is None:
+            return value, 0, 0
+        if mark.style in ("|", ">"):
+            return "\n".join(self.lines[mark.line + 1 : mark.end_line + 1]), mark.line + 1, 0
+        if mark.end_line > mark.line and mark.style is None:
+            raw = self.lines[mark.line : mark.end_line + 1]
+            raw[0] = " " * mark.col + raw[0][mark.col :]
+            return "\n".join(raw), mark.line, 0
+        return value, mark.line, mark.col + (1 if mark.style in ("'", '"') else 0)
+
+    def problem_in(self, first_line: int, line: int, col: int, message: str) -> RuleProblem:
+        """A problem at a 0-based (line, col) of the file."""
+        source = self.lines[line] if 0 <= line < len(self.lines) else ""
+        del first_line
+        return RuleProblem(SourcePos(self.file, line + 1, col + 1), message, source)
 
 
 class _Mark:
-    __slots__ = ("col", "line", "style")
+    __slots__ = ("col", "end_line", "line", "style")
 
-    def __init__(self, line: int, col: int, style: str | None) -> None:
+    def __init__(
+        self, line: int, col: int, style: str | None, end_line: int | None = None, end_col: int = 0
+    ) -> None:
         self.line, self.col, self.style = line, col, style
+        # the last line the node occupies (a node ending at column 0 ends on the line before)
+        end = line if end_line is None else end_line
+        self.end_line = end - 1 if end > line and end_col == 0 else end
 
 
 def _nearest(marks: dict[Path_, _Mark], path: Path_) -> _Mark:
@@ -202,24 +231,9 @@ def _nearest(marks: dict[Path_, _Mark], path: Path_) -> _Mark:
     return marks.get(path, _Mark(0, 0, None))
 
 
-def _problem_at(
-    file: str, lines: list[str], mark: _Mark, message: str, line_offset: int = 0, col: int = 0
-) -> RuleProblem:
-    """Place a problem inside a scalar: line_offset/col are 0-based within its text."""
-    line, column = mark.line, mark.col
-    if mark.style in ("'", '"'):
-        column += 1
-    if mark.style in ("|", ">"):
-        line += 1 + line_offset
-        text = lines[line] if line < len(lines) else ""
-        column = len(text) - len(text.lstrip()) + col
-    elif line_offset:
-        line += line_offset
-        column = col
-    else:
-        column += col
-    source = lines[line] if 0 <= line < len(lines) else ""
-    return RuleProblem(SourcePos(file, line + 1, column + 1), message, source)
+def _problem_at(file: str, lines: list[str], mark: _Mark, message: str) -> RuleProblem:
+    source = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    return RuleProblem(SourcePos(file, mark.line + 1, mark.col + 1), message, source)
 
 
 class _DuplicateKey(Exception):
@@ -228,7 +242,10 @@ class _DuplicateKey(Exception):
 
 
 def _to_python(node: yaml.Node, path: Path_, marks: dict[Path_, _Mark]) -> Any:
-    marks[path] = _Mark(node.start_mark.line, node.start_mark.column, getattr(node, "style", None))
+    marks[path] = _Mark(
+        node.start_mark.line, node.start_mark.column, getattr(node, "style", None),
+        node.end_mark.line, node.end_mark.column,
+    )  # fmt: skip
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:

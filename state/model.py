@@ -12,8 +12,9 @@ from typing import Any, Final
 
 import msgspec
 
-SEEN_IDS: Final = 64
+SEEN_IDS: Final = 32
 """How many recent event ids per customer are remembered to drop redelivered events."""
+_KEY: Final = 8
 
 
 class Ledger(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -34,17 +35,19 @@ class CustomerState(msgspec.Struct, kw_only=True, omit_defaults=True):
     profile: dict[str, Any] = msgspec.field(default_factory=dict, name="p")
     aggregates: dict[str, Any] = msgspec.field(default_factory=dict, name="a")
     ledger: Ledger = msgspec.field(default_factory=Ledger, name="l")
-    seen: list[int] = msgspec.field(default_factory=list, name="s")
+    seen: bytes = msgspec.field(default=b"", name="s")
     last_ts: float = msgspec.field(default=0.0, name="t")
 
-    def remember(self, event_key: int) -> bool:
-        """Record an event id hash; False if it was already seen (a redelivery)."""
+    def remember(self, event_key: bytes) -> bool:
+        """Record an 8-byte event id hash; False if it was already seen (a redelivery)."""
         seen = self.seen
-        if event_key in seen:
-            return False
-        seen.append(event_key)
-        if len(seen) > SEEN_IDS:
-            del seen[0]
+        at = seen.find(event_key)
+        while at >= 0:
+            if at % _KEY == 0:
+                return False
+            at = seen.find(event_key, at + 1)
+        seen += event_key
+        self.seen = seen[-SEEN_IDS * _KEY :]
         return True
 
 

@@ -1,0 +1,225 @@
+"""A set of compiled packs applied to one customer's state, one event at a time.
+
+`RuleSet.apply` is the per-event core shared by replay, backtest, the demo and the Kafka
+worker: merge a profile update, update the aggregates, evaluate the rules, apply the
+contact policy, and return the actions and decisions. It mutates the state it is given
+and never raises for a bad value in an expression (that rule just does not match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from rules.catalogue import POLICY_PROFILE_FIELDS
+from rules.errors import RuleError, RuleProblem
+from rules.explain import Frame, explain
+from rules.outcomes import Action, Decision, action_id
+from rules.pack import load_pack_file, pack_files
+from rules.policy import Candidate, decide
+from rules.program import CompiledPack, CompiledRule, compile_pack
+from state.events import Event, ProfileEvent
+from state.model import CustomerState
+from state.timezones import zone
+
+OnRuleError = Callable[[str, str], None]
+
+
+@dataclass
+class EventResult:
+    actions: list[Action] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    duplicate: bool = False
+
+
+class RuleSet:
+    """Compiled packs with unique names, applied together to every event."""
+
+    def __init__(self, packs: Iterable[CompiledPack]) -> None:
+        self.packs = list(packs)
+        names = [p.name for p in self.packs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise RuleError(
+                [RuleProblem(_pos(p.file), f"pack `{p.name}` is loaded twice") for p in self.packs
+                 if p.name in dupes]  # fmt: skip
+            )
+        keep = set(POLICY_PROFILE_FIELDS)
+        for p in self.packs:
+            keep |= p.profile_refs
+        self.profile_fields = frozenset(keep)
+        self.by_type = {
+            t: [(p, p.programs[t]) for p in self.packs if p.programs.get(t) is not None]
+            for t in ("transaction", "interaction", "profile")
+        }
+
+    def describe(self) -> list[str]:
+        return [f"{p.name} v{p.version} ({len(p.rules)} rules)" for p in self.packs]
+
+    def apply(
+        self, state: CustomerState, event: Event, on_error: OnRuleError | None = None
+    ) -> EventResult:
+        """Apply one event to `state` and return what it triggered."""
+        if not state.remember(_event_key(event.event_id)):
+            return EventResult(duplicate=True)
+        now = event.ts.timestamp()
+        if now > state.last_ts:
+            state.last_ts = now
+        profile = state.profile
+        if type(event) is ProfileEvent:
+            keep = self.profile_fields
+            for name, value in event.changes().items():
+                if name in keep:
+                    profile[name] = value
+        tz_name = profile.get("timezone")
+        customer_zone = zone(tz_name) if isinstance(tz_name, str) else None
+        candidates: list[tuple[CompiledPack, CompiledRule, Candidate, list[dict[str, Any]]]] = []
+        for pack, program in self.by_type[event.type]:
+            pz = customer_zone or pack.zone
+            data = pack.ensure_aggregates(state.aggregates, state.aggregates.get(pack.name))
+            report = _reporter(pack, on_error)
+            hit = program.fn(event, now, profile, pz, data, report)
+            if hit is None:
+                continue
+            matched, values = hit
+            frame = _frame(pack, program.value_names, values, event, now, profile, pz)
+            for index in matched:
+                rule = pack.rules[index]
+                why = explain(rule.condition, frame)
+                candidates.append((pack, rule, _candidate(pack, rule, pz), why))
+        if not candidates:
+            return EventResult()
+        consent = (profile.get("consent") or {}).get("marketing") is True
+        decide([c for _, _, c, _ in candidates], state.ledger, event.customer_id, now, consent)
+        return _outcomes(event, candidates)
+
+
+def _outcomes(
+    event: Event,
+    candidates: list[tuple[CompiledPack, CompiledRule, Candidate, list[dict[str, Any]]]],
+) -> EventResult:
+    result = EventResult()
+    ts = event.ts.isoformat()
+    ordered = sorted(candidates, key=lambda c: c[2].kind != "alert")
+    for pack, rule, cand, why in ordered:
+        spec = rule.spec
+        aid = action_id(pack.name, pack.version, spec.id, event.event_id)
+        emitted = cand.outcome == "emitted"
+        result.decisions.append(
+            Decision(
+                event_id=event.event_id,
+                customer_id=event.customer_id,
+                pack=pack.name,
+                pack_version=pack.version,
+                rule_id=spec.id,
+                kind=spec.kind,
+                ts=ts,
+                outcome="emitted" if emitted else "suppressed",
+                reason=cand.reason,
+                action_id=aid if emitted else None,
+                explanation=why,
+            )
+        )
+        if not emitted:
+            continue
+        offer = spec.offer.model_dump() if spec.offer is not None else None
+        result.actions.append(
+            Action(
+                action_id=aid,
+                kind=spec.kind,
+                pack=pack.name,
+                pack_version=pack.version,
+                rule_id=spec.id,
+                customer_id=event.customer_id,
+                event_id=event.event_id,
+                ts=ts,
+                emitted_at=ts,
+                offer=offer,
+                severity=spec.severity,
+                channel=spec.offer.channel if spec.offer is not None else spec.channel,
+                not_before=cand.not_before.isoformat() if cand.not_before else None,
+                explanation=why,
+            )
+        )
+    return result
+
+
+def _candidate(pack: CompiledPack, rule: CompiledRule, pz: tzinfo) -> Candidate:
+    spec = rule.spec
+    return Candidate(
+        pack=pack.name,
+        rule_id=spec.id,
+        kind=spec.kind,
+        policy=pack.policy,
+        zone=pz,
+        severity=spec.severity,
+        dedup=spec.dedup,
+        cooldown=spec.cooldown,
+        priority=spec.priority,
+        value=spec.value,
+    )
+
+
+def _frame(
+    pack: CompiledPack,
+    names: list[tuple[str, str]],
+    values: tuple[Any, ...],
+    event: Event,
+    now: float,
+    profile: dict[str, Any],
+    pz: tzinfo,
+) -> Frame:
+    agg: dict[str, Any] = {}
+    prior: dict[str, Any] = {}
+    for (root, name), value in zip(names, values, strict=True):
+        (agg if root == "agg" else prior)[name] = value
+    return Frame(event, now, profile, pz, agg, prior, pack.kinds)
+
+
+def _reporter(pack: CompiledPack, on_error: OnRuleError | None) -> Callable[[int], None]:
+    if on_error is None:
+        return _ignore
+    return lambda index: on_error(pack.name, pack.rules[index].spec.id)
+
+
+def _ignore(index: int) -> None:
+    pass
+
+
+def _event_key(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+
+
+def _pos(file: str) -> Any:
+    from rules.errors import SourcePos
+
+    return SourcePos(file, 1, 1)
+
+
+def load_rules(paths: Iterable[str | Path]) -> RuleSet:
+    """Load, validate and compile packs from files or folders; raise RuleError on any problem.
+
+    Every file is checked and every problem reported, not just the first.
+    """
+    problems: list[RuleProblem] = []
+    packs: list[CompiledPack] = []
+    for path in paths:
+        files = pack_files(Path(path))
+        if not files:
+            problems.append(RuleProblem(_pos(str(path)), "no rule packs (*.yaml) found here"))
+        for file in files:
+            try:
+                packs.append(compile_pack(load_pack_file(file)))
+            except RuleError as err:
+                problems.extend(err.problems)
+    if problems:
+        raise RuleError(problems)
+    return RuleSet(packs)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

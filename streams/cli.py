@@ -1,0 +1,219 @@
+"""The `crm-triggers` command line.
+
+Exit codes: 0 success (dead letters included: they are output, not failure), 1 a check
+found problems (`rules check`), 2 bad usage or rules that do not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from connectors.base import NullSink, Sink
+from connectors.files import JsonLinesSink
+from rules.errors import RuleError
+from rules.pack import parse_duration
+from rules.ruleset import RuleSet, load_rules
+from state.store import MemoryStore, RocksStore, StateCache, Store
+from streams.engine import Engine
+from streams.replay import DEFAULT_BATCH, Outputs, Progress, file_records, replay
+
+DEFAULT_PACKS = Path(__file__).resolve().parent.parent / "rules" / "packs"
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code: int = args.run(args)
+    except RuleError as err:
+        print(err, file=sys.stderr)
+        n = len(err.problems)
+        print(f"rules not loaded: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return 2
+    except UsageError as err:
+        print(f"crm-triggers: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm-triggers",
+        description="Real-time CRM triggers: offers and risk alerts from a bank's event streams.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="run a file of events through rule packs")
+    p.add_argument("--rules", action="append", required=True, metavar="PATH",
+                   help="a pack file or a folder of packs; repeat for more")
+    p.add_argument("--events", required=True, metavar="FILE",
+                   help="JSON Lines events, processed in file order; - for stdin")
+    p.add_argument("--actions", default="-", metavar="FILE", help="actions output (default: stdout)")
+    p.add_argument("--decisions", metavar="FILE", help="decisions (audit) output")
+    p.add_argument("--dead-letter", metavar="FILE",
+                   help="invalid events with the reason (default: stderr)")
+    p.add_argument("--state", metavar="DIR",
+                   help="keep customer state in RocksDB here (default: in memory)")
+    p.add_argument("--state-ttl", metavar="DURATION", default="400d",
+                   help="forget customers idle this long in event time (default: 400d)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N")
+    p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+    p.set_defaults(run=_replay)  # fmt: skip
+
+    rules = sub.add_parser("rules", help="work with rule packs").add_subparsers(
+        title="rules commands", metavar="COMMAND"
+    )
+    c = rules.add_parser("check", help="validate packs; print every problem")
+    c.add_argument("paths", nargs="+", metavar="PATH", help="pack files or folders")
+    c.set_defaults(run=_rules_check)
+
+    s = sub.add_parser("simulate", help="write a synthetic bank's event stream")
+    s.add_argument("--customers", type=int, default=1000, metavar="N")
+    s.add_argument("--days", type=int, default=30, metavar="D")
+    s.add_argument("--seed", type=int, default=1, metavar="S")
+    s.add_argument("--out", default="-", metavar="FILE", help="JSON Lines output (default: stdout)")
+    s.add_argument("--labels", metavar="FILE", help="write the injected anomalies here")
+    s.set_defaults(run=_simulate)
+
+    d = sub.add_parser("demo", help="simulate a bank and watch offers and alerts fire")
+    d.add_argument("--rules", action="append", metavar="PATH",
+                   help=f"packs to run (default: {DEFAULT_PACKS})")
+    d.add_argument("--customers", type=int, default=2000, metavar="N")
+    d.add_argument("--days", type=int, default=30, metavar="D")
+    d.add_argument("--seed", type=int, default=7, metavar="S")
+    d.add_argument("--rate", type=float, default=5000.0, metavar="EPS",
+                   help="events per second to play (0: as fast as possible)")
+    d.add_argument("--metrics-port", type=int, default=9108, metavar="PORT",
+                   help="serve Prometheus /metrics here (0: off)")
+    d.add_argument("--out", metavar="DIR", help="also write actions and decisions here")
+    d.set_defaults(run=_demo)  # fmt: skip
+    return parser
+
+
+def _sink(target: str | None, default: Sink | None = None) -> Sink:
+    if target is None:
+        return default if default is not None else NullSink()
+    return JsonLinesSink(target)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _load(paths: Sequence[str]) -> RuleSet:
+    for path in paths:
+        if not Path(path).exists():
+            raise UsageError(f"--rules {path}: no such file or folder")
+    return load_rules(paths)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    ttl = _duration(args.state_ttl)
+    ruleset = _load(args.rules)
+    if args.events != "-" and not Path(args.events).is_file():
+        raise UsageError(f"--events {args.events}: no such file")
+    store: Store = RocksStore(args.state, durable=False) if args.state else MemoryStore()
+    outputs = Outputs(
+        actions=JsonLinesSink(args.actions),
+        decisions=_sink(args.decisions),
+        dead_letters=_sink(args.dead_letter, _StderrSink()),
+    )
+    engine = Engine(ruleset, StateCache(store), state_ttl=ttl)
+    stream: IO[bytes] = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
+    try:
+        progress = None if args.quiet else Progress("replay")
+        summary = replay(
+            engine, file_records(stream, args.events), outputs, batch_size=args.batch_size,
+            on_batch=progress,
+        )  # fmt: skip
+    finally:
+        stream.close()
+        outputs.close()
+        store.close()
+    if not args.quiet:
+        print(f"replay: {summary.line()}", file=sys.stderr)
+    return 0
+
+
+class _StderrSink(JsonLinesSink):
+    def __init__(self) -> None:
+        self.target = "stderr"
+        self._owned = False
+        self._out = sys.stderr.buffer
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    problems = 0
+    for path in args.paths:
+        if not Path(path).exists():
+            print(f"{path}: error: no such file or folder", file=sys.stderr)
+            problems += 1
+            continue
+        try:
+            ruleset = load_rules([path])
+        except RuleError as err:
+            print(err, file=sys.stderr)
+            problems += len(err.problems)
+            continue
+        for line in ruleset.describe():
+            print(f"ok: {line}")
+    if problems:
+        print(f"{problems} problem{'s' if problems != 1 else ''} found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from streams.simulate import Label, simulate, write_jsonl
+
+    if args.customers < 1 or args.days < 1:
+        raise UsageError("--customers and --days must be at least 1")
+    labels: list[Label] | None = [] if args.labels else None
+    out: IO[str] = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        count = write_jsonl(simulate(args.customers, args.days, args.seed, labels=labels), out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if labels is not None:
+        import json
+
+        with open(args.labels, "w", encoding="utf-8") as fh:
+            for label in labels:
+                fh.write(json.dumps(label.__dict__) + "\n")
+    print(f"simulate: wrote {count:,} events", file=sys.stderr)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    ruleset = _load(args.rules or [str(DEFAULT_PACKS)])
+    return run_demo(
+        ruleset, customers=args.customers, days=args.days, seed=args.seed, rate=args.rate,
+        metrics_port=args.metrics_port, out_dir=args.out,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
