@@ -379,19 +379,26 @@ def _hint(name: str, options: list[str]) -> str:
 # --- code generation ------------------------------------------------------------------
 
 
-def to_python(checked: Checked, event_type: str, scope: Scope) -> str:
+def to_python(
+    checked: Checked,
+    event_type: str,
+    scope: Scope,
+    values: dict[tuple[str, int], str] | None = None,
+) -> str:
     """Python source for the expression, for one event type.
 
     Names in the generated code: `ev` (the event), `T` (its time), `C` (the profile dict),
     `Z` (the customer's time zone), `a<i>`/`p<i>` (aggregate values), `_E` (an empty dict),
     and `_f_<name>` for functions.
     """
-    return _Gen(event_type, scope).expr(checked.tree)
+    return _Gen(event_type, scope, values or {}).expr(checked.tree)
 
 
 class _Gen:
-    def __init__(self, event_type: str, scope: Scope) -> None:
-        self.event_type, self.scope = event_type, scope
+    def __init__(
+        self, event_type: str, scope: Scope, values: dict[tuple[str, int], str]
+    ) -> None:
+        self.event_type, self.scope, self.values = event_type, scope, values
 
     def expr(self, node: ast.expr) -> str:  # noqa: PLR0911
         if isinstance(node, ast.Constant):
@@ -443,7 +450,7 @@ class _Gen:
             default = ", ()" if rest[0] in LIST_DEFAULTS else ""
             return f"C.get({rest[0]!r}{default})"
         ref = self.scope.aggregates[rest[0]]
-        var = f"{'a' if root == 'agg' else 'p'}{ref.index}"
+        var = self.values.get((root, ref.index)) or f"{'a' if root == 'agg' else 'p'}{ref.index}"
         if len(rest) == 1:
             return var
         if ref.kind == "stats":

@@ -27,9 +27,10 @@ from state.windows import DistinctWindow, LastEvent, NumericWindow
 EVENT_TYPES: Final = ("transaction", "interaction", "profile")
 EVAL_ERRORS: Final = (TypeError, ArithmeticError, ValueError)
 
+_UNREAD: Final = object()
 Window = NumericWindow | DistinctWindow | LastEvent
-# fn(event, time, profile, zone, aggregate data, on_error) -> (matched, values) | None
-FusedFn = Callable[[Any, float, dict[str, Any], tzinfo, dict[str, Any], Callable[[int], None]],
+# fn(event, time, profile, zone, aggregate data, on_error(pack, rule)) -> (matched, priors) | None
+FusedFn = Callable[[Any, float, dict[str, Any], tzinfo, dict[str, Any], Callable[[str, str], None]],
                    tuple[list[int], tuple[Any, ...]] | None]  # fmt: skip
 
 
@@ -65,7 +66,7 @@ class Program:
 
     fn: FusedFn
     rules: list[CompiledRule]
-    value_names: list[tuple[str, str]]
+    prior_names: list[str]  # the aggregates whose prior values `fn` returns, in order
     source: str
 
 
@@ -87,7 +88,9 @@ class CompiledPack:
         self.rules = self._rules(loaded, problems)
         if problems:
             raise RuleError(problems)
-        self.keys = frozenset(a.key for a in self.aggregates)
+        self.signature = hashlib.blake2b(
+            "".join(sorted(a.key for a in self.aggregates)).encode(), digest_size=4
+        ).hexdigest()
         self.kinds = {a.name: a.spec.kind for a in self.aggregates}
         self.profile_refs: set[str] = set()
         for item in [*(r.condition for r in self.rules), *self._agg_exprs()]:
@@ -131,67 +134,107 @@ class CompiledPack:
         return out
 
     def _program(self, event_type: str) -> Program | None:
+        """Generate the fused function for one event type.
+
+        Order inside it: read the priors that must be read before any update (those of
+        aggregates this event feeds that a filter reads, or that a rule reads both as prior
+        and current); update the aggregates whose current value a rule reads; test the
+        rules; on a match, take the remaining priors for the explanation; update the other
+        aggregates. Every other value is read where a condition reaches it, at most once.
+        """
         rules = [r for r in self.rules if event_type in r.on]
         fed = [a for a in self.aggregates if event_type in a.ref.on]
         if not rules and not fed:
             return None
         agg_refs: set[int] = set()
-        prior_refs: set[int] = set()
+        rule_priors: set[int] = set()
         for r in rules:
             agg_refs |= r.condition.agg_refs
-            prior_refs |= r.condition.prior_refs
+            rule_priors |= r.condition.prior_refs
+        filter_priors: set[int] = set()
         for a in fed:
             for c in (a.where, a.field):
                 if c is not None:
-                    prior_refs |= c.prior_refs
-        scope = Scope((event_type,), {a.name: a.ref for a in self.aggregates}, self.profile)
+                    filter_priors |= c.prior_refs
         fed_ids = {a.ref.index for a in fed}
+        early = [a for a in fed if a.ref.index in agg_refs]
+        late = [a for a in fed if a.ref.index not in agg_refs]
+        eager = sorted(fed_ids & (filter_priors | (rule_priors & agg_refs)))
+        lazy_priors = sorted(fed_ids & rule_priors - set(eager))
+        scope = Scope((event_type,), {a.name: a.ref for a in self.aggregates}, self.profile)
+        values: dict[tuple[str, int], str] = {}
+        memo: list[str] = []
+        for i in sorted(agg_refs | rule_priors | filter_priors):
+            read = f"W{i}.value(d{i}, T)"
+            if i not in fed_ids:  # not fed by this event: prior and current are the same
+                values["agg", i] = values["prior", i] = f"(a{i} if a{i} is not _U else (a{i} := {read}))"
+                memo.append(f"a{i}")
+                continue
+            if i in agg_refs:
+                values["agg", i] = f"(a{i} if a{i} is not _U else (a{i} := {read}))"
+                memo.append(f"a{i}")
+            if i in lazy_priors:
+                values["prior", i] = f"(p{i} if p{i} is not _U else (p{i} := {read}))"
+                memo.append(f"p{i}")
+            elif i in eager:
+                values["prior", i] = f"p{i}"
         lines = ["def _eval(ev, T, C, Z, S, X):"]
-        used = sorted(agg_refs | prior_refs | fed_ids)
-        for i in used:
+        for i in sorted(agg_refs | rule_priors | filter_priors | fed_ids):
             lines.append(f"    d{i} = S[{self.aggregates[i].key!r}]")
-        for i in sorted(prior_refs):
-            copy = "dict" if i in fed_ids and self.aggregates[i].spec.kind == "distinct" else ""
+        if memo:
+            lines.append(f"    {' = '.join(memo)} = _U")
+        for i in eager:
+            copy = "dict" if self.aggregates[i].spec.kind == "distinct" else ""
             lines.append(f"    p{i} = {copy}(W{i}.value(d{i}, T))")
-        for a in fed:
-            lines += _update_lines(a, event_type, scope)
-        for i in sorted(agg_refs):
-            lines.append(f"    a{i} = W{i}.value(d{i}, T)")
+        for a in early:
+            lines += _update_lines(a, event_type, scope, values)
         lines.append("    m = []")
         for r in rules:
             lines.append("    try:")
-            lines.append(f"        if {to_python(r.condition, event_type, scope)}:")
+            lines.append(f"        if {to_python(r.condition, event_type, scope, values)}:")
             lines.append(f"            m.append({r.index})")
             lines.append("    except _ERRORS:")
-            lines.append(f"        X({r.index})")
-        names = [("agg", self.aggregates[i].name) for i in sorted(agg_refs)]
-        names += [("prior", self.aggregates[i].name) for i in sorted(prior_refs)]
-        values = [f"a{i}" for i in sorted(agg_refs)] + [f"p{i}" for i in sorted(prior_refs)]
+            lines.append(f"        X({self.name!r}, {r.spec.id!r})")
+        names = [self.aggregates[i].name for i in [*eager, *lazy_priors]]
+        taken = [f"p{i}" for i in eager] + [values["prior", i] for i in lazy_priors]
         lines.append("    if m:")
-        lines.append(f"        return m, ({''.join(v + ', ' for v in values)})")
+        lines.append(f"        r = ({''.join(t + ', ' for t in taken)})")
+        for a in late:
+            lines += _update_lines(a, event_type, scope, values)
+        lines.append("    if m:")
+        lines.append("        return m, r")
         lines.append("    return None")
         source = "\n".join(lines) + "\n"
-        namespace: dict[str, Any] = {"_E": {}, "_ERRORS": EVAL_ERRORS}
+        namespace: dict[str, Any] = {"_E": {}, "_ERRORS": EVAL_ERRORS, "_U": _UNREAD}
         namespace.update({f"_f_{f.name}": f.impl for f in FUNCTIONS.values()})
         namespace.update({f"W{a.ref.index}": a.window for a in self.aggregates})
         exec(compile(source, f"<pack {self.name} {event_type}>", "exec"), namespace)  # noqa: S102
-        by_index = {r.index: r for r in rules}
-        return Program(namespace["_eval"], [by_index[i] for i in sorted(by_index)], list(zip(
-            [n[0] for n in names], [n[1] for n in names], strict=True)), source)  # fmt: skip
+        return Program(namespace["_eval"], rules, names, source)
+
+    def current(self, data: dict[str, Any], now: float) -> dict[str, Any]:
+        """Every aggregate's value for a customer at `now` (for explanations)."""
+        return {a.name: a.window.value(data[a.key], now) for a in self.aggregates}
 
     def ensure_aggregates(self, stored: dict[str, Any], pack_data: Any) -> dict[str, Any]:
-        """This pack's aggregate data for a customer, created or re-keyed as needed."""
-        if pack_data is not None and pack_data.keys() == self.keys:
+        """This pack's aggregate data for a customer, created or re-keyed as needed.
+
+        The data carries the signature of the aggregate definitions it was made for (key
+        `#`); data of an aggregate whose definition changed is dropped, the rest kept.
+        """
+        if pack_data is not None and pack_data.get("#") == self.signature:
             return pack_data  # type: ignore[no-any-return]
         old = pack_data or {}
         fresh = {a.key: old[a.key] if a.key in old else a.new() for a in self.aggregates}
+        fresh["#"] = self.signature
         stored[self.name] = fresh
         return fresh
 
 
-def _update_lines(a: CompiledAggregate, event_type: str, scope: Scope) -> list[str]:
+def _update_lines(
+    a: CompiledAggregate, event_type: str, scope: Scope, values: dict[tuple[str, int], str]
+) -> list[str]:
     i = a.ref.index
-    cond = to_python(a.where, event_type, scope) if a.where is not None else "True"
+    cond = to_python(a.where, event_type, scope, values) if a.where is not None else "True"
     out = ["    try:", f"        if {cond}:"]
     if a.spec.kind == "last":
         fields = "".join(
@@ -202,7 +245,7 @@ def _update_lines(a: CompiledAggregate, event_type: str, scope: Scope) -> list[s
         out.append(f"            W{i}.add(d{i}, T, 1)")
     else:
         assert a.field is not None
-        out.append(f"            v = {to_python(a.field, event_type, scope)}")
+        out.append(f"            v = {to_python(a.field, event_type, scope, values)}")
         out.append("            if v is not None:")
         out.append(f"                W{i}.add(d{i}, T, v)")
     out += ["    except _ERRORS:", "        pass"]

@@ -61,12 +61,20 @@ class RuleSet:
         return [f"{p.name} v{p.version} ({len(p.rules)} rules)" for p in self.packs]
 
     def apply(
-        self, state: CustomerState, event: Event, on_error: OnRuleError | None = None
+        self,
+        state: CustomerState,
+        event: Event,
+        on_error: OnRuleError | None = None,
+        now: float | None = None,
     ) -> EventResult:
-        """Apply one event to `state` and return what it triggered."""
+        """Apply one event to `state` and return what it triggered.
+
+        `now` is the event's time in epoch seconds (computed from `event.ts` if not given).
+        """
         if not state.remember(_event_key(event.event_id)):
             return EventResult(duplicate=True)
-        now = event.ts.timestamp()
+        if now is None:
+            now = event.ts.timestamp()
         if now > state.last_ts:
             state.last_ts = now
         profile = state.profile
@@ -77,16 +85,18 @@ class RuleSet:
                     profile[name] = value
         tz_name = profile.get("timezone")
         customer_zone = zone(tz_name) if isinstance(tz_name, str) else None
+        report = on_error if on_error is not None else _ignore
         candidates: list[tuple[CompiledPack, CompiledRule, Candidate, list[dict[str, Any]]]] = []
         for pack, program in self.by_type[event.type]:
             pz = customer_zone or pack.zone
             data = pack.ensure_aggregates(state.aggregates, state.aggregates.get(pack.name))
-            report = _reporter(pack, on_error)
             hit = program.fn(event, now, profile, pz, data, report)
             if hit is None:
                 continue
-            matched, values = hit
-            frame = _frame(pack, program.value_names, values, event, now, profile, pz)
+            matched, priors = hit
+            current = pack.current(data, now)
+            prior = {**current, **dict(zip(program.prior_names, priors, strict=True))}
+            frame = Frame(event, now, profile, pz, current, prior, pack.kinds)
             for index in matched:
                 rule = pack.rules[index]
                 why = explain(rule.condition, frame)
@@ -164,29 +174,7 @@ def _candidate(pack: CompiledPack, rule: CompiledRule, pz: tzinfo) -> Candidate:
     )
 
 
-def _frame(
-    pack: CompiledPack,
-    names: list[tuple[str, str]],
-    values: tuple[Any, ...],
-    event: Event,
-    now: float,
-    profile: dict[str, Any],
-    pz: tzinfo,
-) -> Frame:
-    agg: dict[str, Any] = {}
-    prior: dict[str, Any] = {}
-    for (root, name), value in zip(names, values, strict=True):
-        (agg if root == "agg" else prior)[name] = value
-    return Frame(event, now, profile, pz, agg, prior, pack.kinds)
-
-
-def _reporter(pack: CompiledPack, on_error: OnRuleError | None) -> Callable[[int], None]:
-    if on_error is None:
-        return _ignore
-    return lambda index: on_error(pack.name, pack.rules[index].spec.id)
-
-
-def _ignore(index: int) -> None:
+def _ignore(pack: str, rule: str) -> None:
     pass
 
 

@@ -122,9 +122,11 @@ class NumericWindow:
             if self.kind == "count":
                 return j - i
             return self._reduce(data[1][i:j])
+        i = bisect_right(data, lo - self.width, key=_start)
+        j = len(data) if not data or data[-1][_START] <= now else bisect_right(data, now, key=_start)
+        chosen = data if i == 0 and j == len(data) else data[i:j]
         if self.kind == "count":
-            return sum(int(b[_COUNT]) for b in data if b[_START] + self.width > lo and b[_START] <= now)
-        chosen = [b for b in data if b[_START] + self.width > lo and b[_START] <= now]
+            return int(sum([b[_COUNT] for b in chosen]))
         return self._reduce_buckets(chosen)
 
     def _empty(self) -> Any:
@@ -137,38 +139,43 @@ class NumericWindow:
             return self._empty()
         kind = self.kind
         if kind == "sum":
-            return math.fsum(values)
+            return sum(values)
         if kind == "min":
             return min(values)
         if kind == "max":
             return max(values)
-        total = math.fsum(values)
+        total = sum(values)
         n = len(values)
         if kind == "avg":
             return total / n
-        return _stats(n, total, math.fsum(v * v for v in values), min(values), max(values))
+        mean = total / n
+        var = sum([(v - mean) * (v - mean) for v in values]) / n  # two-pass: no cancellation
+        return (n, total, mean, math.sqrt(var), min(values), max(values))
 
     def _reduce_buckets(self, buckets: list[list[float]]) -> Any:
         if not buckets:
             return self._empty()
         kind = self.kind
+        if len(buckets) == 1:
+            b = buckets[0]
+            n, total, sumsq, lo, hi = int(b[_COUNT]), b[_SUM], b[_SUMSQ], b[_MIN], b[_MAX]
+        else:
+            _, counts, sums, sumsqs, mins, maxs = zip(*buckets, strict=True)
+            if kind == "min":
+                return min(mins)
+            if kind == "max":
+                return max(maxs)
+            n, total = int(sum(counts)), sum(sums)
+            if kind != "stats":
+                return total if kind == "sum" else total / n
+            return _stats(n, total, sum(sumsqs), min(mins), max(maxs))
         if kind == "sum":
-            return math.fsum(b[_SUM] for b in buckets)
+            return total
         if kind == "min":
-            return min(b[_MIN] for b in buckets)
+            return lo
         if kind == "max":
-            return max(b[_MAX] for b in buckets)
-        n = int(sum(b[_COUNT] for b in buckets))
-        total = math.fsum(b[_SUM] for b in buckets)
-        if kind == "avg":
-            return total / n
-        return _stats(
-            n,
-            total,
-            math.fsum(b[_SUMSQ] for b in buckets),
-            min(b[_MIN] for b in buckets),
-            max(b[_MAX] for b in buckets),
-        )
+            return hi
+        return total / n if kind == "avg" else _stats(n, total, sumsq, lo, hi)
 
     def oldest(self, data: list[Any]) -> float | None:
         """The time of the oldest entry kept, for expiry."""
@@ -177,9 +184,13 @@ class NumericWindow:
         return float(data[0][0]) if data[0] else None
 
 
+def _start(bucket: list[float]) -> float:
+    return bucket[_START]
+
+
 def _stats(n: int, total: float, sumsq: float, lo: float, hi: float) -> Stats:
     mean = total / n
-    var = max(sumsq / n - mean * mean, 0.0)
+    var = max(sumsq / n - mean * mean, 0.0) if lo != hi else 0.0
     return (n, total, mean, math.sqrt(var), lo, hi)
 
 
@@ -198,17 +209,27 @@ class DistinctWindow:
         seen = data.get(value)
         if seen is None or now > seen:
             data.pop(value, None)  # re-insert so dict order is least recently seen first
+            late = bool(data) and data[next(reversed(data))] > now
             data[value] = now
+            if late:  # an out-of-order event: restore the order by time
+                ordered = sorted(data.items(), key=lambda item: item[1])
+                data.clear()
+                data.update(ordered)
         if len(data) > DISTINCT_CAP:
             del data[next(iter(data))]
 
     def value(self, data: dict[str, float], now: float) -> dict[str, float]:
-        """The values seen in `(now - window, now]`, as a mapping (supports `in` and len())."""
+        """The values seen in `(now - window, now]`, as a mapping (supports `in` and len()).
+
+        Values are kept least recently seen first, so expiry looks only at the front.
+        """
         lo = now - self.window
-        stale = [v for v, t in data.items() if t <= lo]
-        for v in stale:
-            del data[v]
-        if not data or max(data.values()) <= now:
+        while data:
+            first = next(iter(data))
+            if data[first] > lo:
+                break
+            del data[first]
+        if not data or data[next(reversed(data))] <= now:
             return data
         return {v: t for v, t in data.items() if t <= now}
 

@@ -21,7 +21,7 @@ import msgspec
 from monitoring.metrics import NoopObserver, Observer
 from rules.outcomes import Action, Decision, to_json
 from rules.ruleset import RuleSet
-from state.events import Event, InvalidEvent, decode_event
+from state.events import InvalidEvent, decode_event
 from state.model import CustomerState
 from state.store import StateCache
 
@@ -78,7 +78,10 @@ class Engine:
         self.state_ttl = state_ttl
         self.observer.rules_loaded({p.name: p.version for p in rules.packs})
 
-    def process(self, records: Iterable[Record]) -> BatchOutput:
+    def process(self, records: Iterable[Record], *, flush: bool = True) -> BatchOutput:
+        """Process records in order. With `flush`, changed states are written back now;
+        otherwise they stay in the state cache until a later `flush` (or `self.states.flush()`).
+        """
         started = time.perf_counter()
         out = BatchOutput()
         obs = self.observer
@@ -93,8 +96,9 @@ class Engine:
                 self._dead(out, record, reason, exc.reason, exc.customer_id, "unknown")
                 continue
             try:
-                state = self._state(event)
-                result = rules.apply(state, event, on_error)
+                now = event.ts.timestamp()
+                state = self._state(event.customer_id, now)
+                result = rules.apply(state, event, on_error, now)
                 self.states.mark(event.customer_id)
             except Exception as exc:  # noqa: BLE001 - one bad event must not stop the stream
                 error = f"processing error: {type(exc).__name__}: {exc}"
@@ -108,17 +112,15 @@ class Engine:
             obs.event_in(event.type, "processed")
             if result.decisions:
                 self._emit(out, result.actions, result.decisions)
-        self.states.flush()
+        if flush:
+            self.states.flush()
         obs.batch(out.events, time.perf_counter() - started)
         return out
 
-    def _state(self, event: Event) -> CustomerState:
-        cid = event.customer_id
+    def _state(self, cid: str, now: float) -> CustomerState:
         state = self.states.get(cid)
         if state is None or (
-            self.state_ttl is not None
-            and state.last_ts
-            and event.ts.timestamp() - state.last_ts > self.state_ttl
+            self.state_ttl is not None and state.last_ts and now - state.last_ts > self.state_ttl
         ):
             state = CustomerState()
             self.states.put(cid, state)

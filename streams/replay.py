@@ -12,6 +12,7 @@ from connectors.base import NullSink, Sink
 from streams.engine import BatchOutput, Engine, Record
 
 DEFAULT_BATCH = 2000
+DEFAULT_CHECKPOINT = 100_000
 
 
 @dataclass
@@ -87,18 +88,28 @@ def replay(
     outputs: Outputs,
     *,
     batch_size: int = DEFAULT_BATCH,
+    checkpoint_every: int = DEFAULT_CHECKPOINT,
     on_batch: Callable[[ReplaySummary, BatchOutput], None] | None = None,
 ) -> ReplaySummary:
-    """Run every record through the engine in order; write outputs batch by batch."""
+    """Run every record through the engine in order; write outputs batch by batch.
+
+    Customer states are written to the store every `checkpoint_every` events and at the end.
+    """
     summary = ReplaySummary()
     started = time.perf_counter()
+    since_checkpoint = 0
     for batch in batches(records, batch_size):
-        out = engine.process(batch)
+        since_checkpoint += len(batch)
+        checkpoint = since_checkpoint >= checkpoint_every
+        if checkpoint:
+            since_checkpoint = 0
+        out = engine.process(batch, flush=checkpoint)
         outputs.write(out)
         summary.add(out)
         summary.seconds = time.perf_counter() - started
         if on_batch is not None:
             on_batch(summary, out)
+    engine.states.flush()
     for sink in (outputs.actions, outputs.decisions, outputs.dead_letters):
         sink.flush()
     summary.seconds = time.perf_counter() - started
