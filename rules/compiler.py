@@ -226,7 +226,7 @@ class _Checker:
             names = event_field_names(types)
             kinds = " or ".join(types)
             raise self.fail(
-                node, f"unknown field `event.{rest[0]}` for {kinds} events{_hint(rest[0], names)}"
+                node, f"unknown field `event.{rest[0]}` for {kinds} events{_hint(rest[0], names, 'event.')}"
             )
         if len(rest) > 1:
             raise self.fail(node, f"`event.{rest[0]}` has no fields")
@@ -238,7 +238,7 @@ class _Checker:
         if typ is None:
             raise self.fail(
                 node,
-                f"unknown profile field `customer.{name}`{_hint(name, list(self.scope.profile))}"
+                f"unknown profile field `customer.{name}`{_hint(name, list(self.scope.profile), 'customer.')}"
                 "; declare other profile fields under `profile_fields:`",
             )
         self.out.profile_refs.add(name)
@@ -256,7 +256,7 @@ class _Checker:
         ref = self.scope.aggregates.get(rest[0])
         if ref is None:
             names = list(self.scope.aggregates)
-            raise self.fail(node, f"unknown aggregate `{root}.{rest[0]}`{_hint(rest[0], names)}")
+            raise self.fail(node, f"unknown aggregate `{root}.{rest[0]}`{_hint(rest[0], names, root + '.')}")
         (self.out.agg_refs if root == "agg" else self.out.prior_refs).add(ref.index)
         if ref.kind == "stats":
             if len(rest) != 2 or rest[1] not in STATS_MEMBERS:
@@ -371,9 +371,9 @@ def _path(node: ast.expr) -> list[str] | None:
     return parts[::-1]
 
 
-def _hint(name: str, options: list[str]) -> str:
+def _hint(name: str, options: list[str], prefix: str = "") -> str:
     match = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    return f" (did you mean `{match[0]}`?)" if match else ""
+    return f" (did you mean `{prefix}{match[0]}`?)" if match else ""
 
 
 # --- code generation ------------------------------------------------------------------

@@ -35,12 +35,12 @@ MAX_LINES_PER_TICK = 4
 class _View:
     """Prints actions and rule counts to a terminal (colours only on a TTY)."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], rules: RuleSet) -> None:
         self.out = out
         self.color = out.isatty()
         self.emitted: Counter[tuple[str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
-        self.kinds: dict[tuple[str, str], str] = {}
+        self.kinds = {(p.name, r.spec.id): r.spec.kind for p in rules.packs for r in p.rules}
 
     def paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
@@ -49,7 +49,6 @@ class _View:
         for raw in decisions:
             d = msgspec.json.decode(raw)
             key = (d["pack"], d["rule_id"])
-            self.kinds[key] = d["kind"]
             (self.emitted if d["outcome"] == "emitted" else self.suppressed)[key] += 1
 
     def actions(self, actions: list[bytes]) -> None:
@@ -106,7 +105,7 @@ def run_demo(
         outputs = Outputs(JsonLinesSink(Path(out_dir) / "actions.jsonl"),
                           JsonLinesSink(Path(out_dir) / "decisions.jsonl"),
                           JsonLinesSink(Path(out_dir) / "dead-letters.jsonl"))  # fmt: skip
-    view = _View(stream)
+    view = _View(stream, rules)
     print(f"demo: {customers:,} customers, {days} days of events at "
           f"{'full speed' if rate <= 0 else f'{rate:,.0f} events/s'}; rules: "
           f"{', '.join(rules.describe())}. Ctrl-C stops.\n", file=stream, flush=True)  # fmt: skip
