@@ -69,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="invalid events with the reason (default: stderr)")
     p.add_argument("--state", metavar="DIR",
                    help="keep customer state in RocksDB here (default: in memory)")
-    p.add_argument("--state-ttl", metavar="DURATION", default="400d",
-                   help="forget customers idle this long in event time (default: 400d)")
+    p.add_argument("--state-ttl", metavar="DURATION", default="730d",
+                   help="forget customers idle this long in event time (default: 730d)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N")
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(run=_replay)  # fmt: skip
@@ -113,7 +113,7 @@ def _sink(target: str | None, default: Sink | None = None) -> Sink:
 
 def _duration(text: str) -> float:
     try:
-        return parse_duration(text)
+        return parse_duration(text, limit=10 * 365 * 86400.0)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
