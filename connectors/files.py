@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,18 +10,20 @@ from typing import BinaryIO
 
 
 class JsonLinesSink:
-    """Appends one record per line to a file, or to standard output for `-`.
+    """Writes one record per line to a file, to standard output for `-`, or to an open
+    binary stream (which it does not close).
 
     With `truncate=True` an existing file is replaced instead of appended to.
     """
 
-    def __init__(self, target: str | Path, *, truncate: bool = True) -> None:
-        self.target = str(target)
-        self._owned = self.target != "-"
-        if self._owned:
-            path = Path(self.target)
+    def __init__(self, target: str | Path | BinaryIO, *, truncate: bool = True) -> None:
+        self._owned = not isinstance(target, BinaryIO | io.IOBase) and str(target) != "-"
+        if isinstance(target, BinaryIO | io.IOBase):
+            self._out: BinaryIO = target
+        elif self._owned:
+            path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._out: BinaryIO = path.open("wb" if truncate else "ab")
+            self._out = path.open("wb" if truncate else "ab")
         else:
             self._out = sys.stdout.buffer
 

@@ -93,9 +93,11 @@ class PrometheusObserver:
             registry=r,
         )
         self._packs = Gauge(
-            "crm_rules_loaded", "Rule packs loaded, by pack and version.", ["pack", "version"],
+            "crm_rules_loaded",
+            "Rule packs loaded, by pack and version.",
+            ["pack", "version"],
             registry=r,
-        )  # fmt: skip
+        )
         self._children: dict[tuple[str, ...], Counter] = {}
 
     def _child(self, metric: Counter, *labels: str) -> Counter:

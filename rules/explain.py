@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+import msgspec
+
 from rules.catalogue import LIST_DEFAULTS
 from rules.compiler import _ARITH, _CMP, CONSTANT_NAMES, Checked, _path
 from rules.functions import FUNCTIONS
@@ -57,7 +59,7 @@ class Frame:
 def explain(checked: Checked, frame: Frame) -> list[Condition]:
     """The conditions of `checked` as evaluated on `frame`."""
     out: list[Condition] = []
-    _Explainer(checked.source, frame, out).value(checked.tree, top=True)
+    _Explainer(checked.source, frame, out).leaf(checked.tree)  # a bare `x` is a condition too
     return out
 
 
@@ -69,7 +71,7 @@ class _Explainer:
         segment = ast.get_source_segment(self.source, node) or ast.unparse(node)
         return " ".join(segment.split())
 
-    def value(self, node: ast.expr, top: bool = False) -> Any:  # noqa: PLR0911
+    def value(self, node: ast.expr, top: bool = False) -> Any:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
@@ -85,12 +87,18 @@ class _Explainer:
                     break
             return result
         if isinstance(node, ast.UnaryOp):
-            operand = self.leaf(node.operand) if isinstance(node.op, ast.Not) else self.value(
-                node.operand
+            operand = (
+                self.leaf(node.operand)
+                if isinstance(node.op, ast.Not)
+                else self.value(node.operand)
             )
             if isinstance(node.op, ast.Not):
                 return None if operand is None else not operand
-            return None if operand is None else (-operand if isinstance(node.op, ast.USub) else operand)
+            return (
+                None
+                if operand is None
+                else (-operand if isinstance(node.op, ast.USub) else operand)
+            )
         if isinstance(node, ast.BinOp):
             a, b = self.value(node.left), self.value(node.right)
             return _apply(_ARITH[type(node.op)], a, b)
@@ -117,9 +125,7 @@ class _Explainer:
         """A boolean operand: record it unless it is itself a comparison or boolean op."""
         result = self.value(node)
         if not isinstance(node, ast.Compare | ast.BoolOp | ast.UnaryOp):
-            self.out.append(
-                {"condition": self.text(node), "values": {}, "result": _truth(result)}
-            )
+            self.out.append({"condition": self.text(node), "values": {}, "result": _truth(result)})
         return result
 
     def compare(self, node: ast.Compare) -> Any:
@@ -130,7 +136,7 @@ class _Explainer:
             right = self.value(right_node)
             for n, v in ((left_node, left), (right_node, right)):
                 if not isinstance(n, ast.Constant | ast.List | ast.Tuple | ast.Name):
-                    values[self.text(n)] = _render(self.text(n), v)
+                    values[self.text(n)] = _render(self.text(n), v, self.kind(n))
             step = _apply(_CMP[type(op)], left, right)
             if step is None or not step:
                 result = None if step is None else False
@@ -139,13 +145,21 @@ class _Explainer:
         self.out.append({"condition": self.text(node), "values": values, "result": result})
         return result
 
+    def kind(self, node: ast.expr) -> str | None:
+        """The kind of the aggregate `node` reads whole (`agg.x`, `prior.x`), else None."""
+        path = _path(node) if isinstance(node, ast.Attribute) else None
+        if path is None or len(path) != 2 or path[0] not in ("agg", "prior"):
+            return None
+        return self.frame.kinds.get(path[1])
+
     def path(self, path: list[str]) -> Any:
         root, rest = path[0], path[1:]
         frame = self.frame
         if root == "event":
             if rest[0] == "ts":
                 return frame.now
-            return getattr(frame.event, rest[0], None)
+            value = getattr(frame.event, rest[0], None)
+            return None if value is msgspec.UNSET else value  # not in a profile update
         if root == "customer":
             value = frame.profile.get(rest[0], () if rest[0] in LIST_DEFAULTS else None)
             return (value or {}).get(rest[1]) if len(rest) == 2 else value
@@ -153,7 +167,7 @@ class _Explainer:
         if len(rest) == 1:
             return value
         if frame.kinds.get(rest[0]) == "stats":
-            return value[STATS_MEMBERS.index(rest[1])]
+            return None if value is None else value[STATS_MEMBERS.index(rest[1])]
         return (value or {}).get(rest[1])
 
 
@@ -168,14 +182,15 @@ def _truth(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _render(text: str, value: Any) -> Any:
-    """A JSON-ready, compact view of an operand value."""
-    if isinstance(value, float) and (text.endswith(".ts") or text == "event.ts"):
+def _render(text: str, value: Any, kind: str | None = None) -> Any:
+    """A JSON-ready, compact view of an operand value (`kind`: of the aggregate it is)."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if is_number and (text.endswith(".ts") or text == "event.ts"):
         return datetime.fromtimestamp(value, UTC).isoformat()
     if isinstance(value, dict):
-        if "ts" in value:  # a last-event snapshot
-            return {k: _render(f".{k}", v) for k, v in value.items()}
-        return {"distinct": len(value)}
+        if kind == "distinct" or (kind is None and "ts" not in value):
+            return {"distinct": len(value)}
+        return {k: _render(f".{k}", v) for k, v in value.items()}  # a last-event snapshot
     if isinstance(value, tuple) and len(value) == len(STATS_MEMBERS):
         return dict(zip(STATS_MEMBERS, value, strict=True))
     if isinstance(value, list | tuple | set | frozenset):

@@ -116,7 +116,9 @@ def _offer_block(
     policy = c.policy
     if policy.consent_required and not consent:
         return "no_consent"
-    if policy.holdout_percent and in_holdout(c.pack, c.rule_id, customer_id, policy.holdout_percent):
+    if policy.holdout_percent and in_holdout(
+        c.pack, c.rule_id, customer_id, policy.holdout_percent
+    ):
         return "holdout"
     high = ledger.high_alert
     if policy.risk_block is not None and high is not None and now - high < policy.risk_block:
@@ -155,16 +157,29 @@ def quiet_until(now: float, quiet: QuietHours, zone: tzinfo) -> datetime | None:
     if minute >= end:
         day += timedelta(days=1)
     naive = datetime.combine(day, time(end // 60, end % 60))
-    return _resolve_local(naive, zone)
+    until = _resolve_local(naive, zone)
+    if until.timestamp() <= now:  # the end's wall time comes twice (DST fold): the later one
+        until = until.replace(fold=1)
+    return until
 
 
 def _resolve_local(naive: datetime, zone: tzinfo) -> datetime:
     """Attach `zone`; a wall time that does not exist (a DST gap) moves to the gap's end."""
     aware = naive.replace(tzinfo=zone)
     round_trip = aware.astimezone(UTC).astimezone(zone)
-    if round_trip.replace(tzinfo=None) != naive:
-        return round_trip
-    return aware
+    if round_trip.replace(tzinfo=None) == naive:
+        return aware
+    # In a gap, the two readings of the wall time (offsets before and after) bracket the
+    # transition instant, the first valid time: find it to the second.
+    lo, hi = sorted(int(naive.replace(tzinfo=zone, fold=f).timestamp()) for f in (0, 1))
+    hi += 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).replace(tzinfo=None) > naive:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, zone)
 
 
 def _minutes(clock: str) -> int:

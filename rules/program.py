@@ -30,8 +30,10 @@ EVAL_ERRORS: Final = (TypeError, ArithmeticError, ValueError)
 _UNREAD: Final = object()
 Window = NumericWindow | DistinctWindow | LastEvent
 # fn(event, time, profile, zone, aggregate data, on_error(pack, rule)) -> (matched, priors) | None
-FusedFn = Callable[[Any, float, dict[str, Any], tzinfo, dict[str, Any], Callable[[str, str], None]],
-                   tuple[list[int], tuple[Any, ...]] | None]  # fmt: skip
+FusedFn = Callable[
+    [Any, float, dict[str, Any], tzinfo, dict[str, Any], Callable[[str, str], None]],
+    tuple[list[int], tuple[Any, ...]] | None,
+]
 
 
 def expand_on(on: list[str]) -> tuple[str, ...]:
@@ -100,7 +102,9 @@ class CompiledPack:
     def _agg_exprs(self) -> list[Checked]:
         return [c for a in self.aggregates for c in (a.where, a.field) if c is not None]
 
-    def _aggregates(self, loaded: LoadedPack, problems: list[RuleProblem]) -> list[CompiledAggregate]:
+    def _aggregates(
+        self, loaded: LoadedPack, problems: list[RuleProblem]
+    ) -> list[CompiledAggregate]:
         refs = {
             name: AggregateRef(name, i, spec.kind, expand_on(list(spec.on)))
             for i, (name, spec) in enumerate(self.spec.aggregates.items())
@@ -112,14 +116,22 @@ class CompiledPack:
             where = _check(loaded, ("aggregates", name, "where"), spec.where, scope, True, problems)
             fld = _check(loaded, ("aggregates", name, "field"), spec.field, scope, False, problems)
             if fld is not None and spec.kind == "distinct" and fld.type != "string":
-                problems.append(loaded.problem(("aggregates", name, "field"),
-                                               "a distinct aggregate counts strings, such as "
-                                               "event.device_id"))  # fmt: skip
+                problems.append(
+                    loaded.problem(
+                        ("aggregates", name, "field"),
+                        "a distinct aggregate counts strings, such as event.device_id",
+                    )
+                )
             elif fld is not None and spec.kind != "distinct" and fld.type != "number":
-                problems.append(loaded.problem(("aggregates", name, "field"),
-                                               f"a {spec.kind} aggregate needs a number field"))
-            out.append(CompiledAggregate(name, spec, _fingerprint(spec), _window(spec), ref,
-                                         where, fld))  # fmt: skip
+                problems.append(
+                    loaded.problem(
+                        ("aggregates", name, "field"),
+                        f"a {spec.kind} aggregate needs a number field",
+                    )
+                )
+            out.append(
+                CompiledAggregate(name, spec, _fingerprint(spec), _window(spec), ref, where, fld)
+            )
         return out
 
     def _rules(self, loaded: LoadedPack, problems: list[RuleProblem]) -> list[CompiledRule]:
@@ -167,7 +179,9 @@ class CompiledPack:
         for i in sorted(agg_refs | rule_priors | filter_priors):
             read = f"W{i}.value(d{i}, T)"
             if i not in fed_ids:  # not fed by this event: prior and current are the same
-                values["agg", i] = values["prior", i] = f"(a{i} if a{i} is not _U else (a{i} := {read}))"
+                values["agg", i] = values["prior", i] = (
+                    f"(a{i} if a{i} is not _U else (a{i} := {read}))"
+                )
                 memo.append(f"a{i}")
                 continue
             if i in agg_refs:
@@ -208,7 +222,7 @@ class CompiledPack:
         namespace: dict[str, Any] = {"_E": {}, "_ERRORS": EVAL_ERRORS, "_U": _UNREAD}
         namespace.update({f"_f_{f.name}": f.impl for f in FUNCTIONS.values()})
         namespace.update({f"W{a.ref.index}": a.window for a in self.aggregates})
-        exec(compile(source, f"<pack {self.name} {event_type}>", "exec"), namespace)  # noqa: S102
+        exec(compile(source, f"<pack {self.name} {event_type}>", "exec"), namespace)
         return Program(namespace["_eval"], rules, names, source)
 
     def current(self, data: dict[str, Any], now: float) -> dict[str, Any]:

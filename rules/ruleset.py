@@ -21,7 +21,7 @@ from rules.explain import Frame, explain
 from rules.outcomes import Action, Decision, action_id
 from rules.pack import load_pack_file, pack_files
 from rules.policy import Candidate, decide
-from rules.program import CompiledPack, CompiledRule, compile_pack
+from rules.program import CompiledPack, CompiledRule, Program, compile_pack
 from state.events import Event, ProfileEvent
 from state.model import CustomerState
 from state.timezones import zone
@@ -45,15 +45,18 @@ class RuleSet:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise RuleError(
-                [RuleProblem(_pos(p.file), f"pack `{p.name}` is loaded twice") for p in self.packs
-                 if p.name in dupes]  # fmt: skip
+                [
+                    RuleProblem(_pos(p.file), f"pack `{p.name}` is loaded twice")
+                    for p in self.packs
+                    if p.name in dupes
+                ]
             )
         keep = set(POLICY_PROFILE_FIELDS)
         for p in self.packs:
             keep |= p.profile_refs
         self.profile_fields = frozenset(keep)
-        self.by_type = {
-            t: [(p, p.programs[t]) for p in self.packs if p.programs.get(t) is not None]
+        self.by_type: dict[str, list[tuple[CompiledPack, Program]]] = {
+            t: [(p, prog) for p in self.packs if (prog := p.programs.get(t)) is not None]
             for t in ("transaction", "interaction", "profile")
         }
 

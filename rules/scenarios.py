@@ -128,8 +128,13 @@ def load_scenario(path: Path) -> Scenario:
     defaults = doc.get("defaults") or {}
     events: list[tuple[str, bytes]] = []
     if customer.get("profile"):
-        profile = {"type": "profile", "event_id": f"{path.stem}-profile", "customer_id": cid,
-                   "ts": (start - timedelta(seconds=1)).isoformat(), **customer["profile"]}  # fmt: skip
+        profile = {
+            "type": "profile",
+            "event_id": f"{path.stem}-profile",
+            "customer_id": cid,
+            "ts": (start - timedelta(seconds=1)).isoformat(),
+            **customer["profile"],
+        }
         events.append(("-1s", json.dumps(profile).encode()))
     last = None
     for i, spec in enumerate(doc["events"] or []):
@@ -153,7 +158,9 @@ def load_scenario(path: Path) -> Scenario:
 
 def _expectation(spec: dict[str, Any], where: str) -> Expectation:
     if not isinstance(spec, dict) or "rule" not in spec:
-        raise ScenarioError(f"{where}: name the `rule` and say `emitted: true` or `suppressed: REASON`")
+        raise ScenarioError(
+            f"{where}: name the `rule` and say `emitted: true` or `suppressed: REASON`"
+        )
     at = _label(_offset(spec.get("at", 0), where))
     if "suppressed" in spec:
         return (at, str(spec["rule"]), "suppressed", str(spec["suppressed"]), None)
@@ -172,7 +179,9 @@ def run_scenario(scenario: Scenario, rules: RuleSet | None = None) -> ScenarioRe
         try:
             event = decode_event(raw)
         except InvalidEvent as exc:
-            raise ScenarioError(f"{scenario.file}: event at {at} is invalid: {exc.reason}") from None
+            raise ScenarioError(
+                f"{scenario.file}: event at {at} is invalid: {exc.reason}"
+            ) from None
         result = ruleset.apply(state, event)
         not_before = {a.rule_id: a.not_before for a in result.actions}
         for d in result.decisions:

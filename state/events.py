@@ -129,18 +129,37 @@ class InvalidEvent(ValueError):
 def decode_event(raw: bytes | str) -> Event:
     """Decode and validate one event; raise InvalidEvent with the reason if it is not one."""
     try:
-        event = _decoder.decode(raw)
+        event: Event = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(f"invalid event: {exc}", _customer_id_of(raw)) from None
+        raise InvalidEvent(f"invalid event: {_without_values(exc)}", _customer_id_of(raw)) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"malformed JSON: {exc}") from None
+    except UnicodeError:  # invalid UTF-8 in bytes, or a lone surrogate in a str
+        raise InvalidEvent("malformed JSON: text is not valid UTF-8") from None
     if type(event) is ProfileEvent:
-        event.extra = _profile_extras(raw)
+        try:
+            event.extra = _profile_extras(raw)
+        except (msgspec.DecodeError, UnicodeError):  # in a key or value the typed decode skipped
+            raise InvalidEvent("malformed JSON: text is not valid UTF-8", event.customer_id) from None
         if event.timezone not in (None, msgspec.UNSET) and not _is_timezone(event.timezone):
             raise InvalidEvent(
                 "invalid event: unknown IANA time zone - at `$.timezone`", event.customer_id
             )
     return event
+
+
+def _without_values(exc: msgspec.ValidationError) -> str:
+    """msgspec's message with any echoed field value left out (it may be long or private)."""
+    text = str(exc)
+    message, at, where = text.rpartition(" - at `")
+    if not at:
+        message, where = text, ""
+    if message.startswith(("Invalid value", "Invalid enum value")):
+        if where == "$.type`":
+            message = f"unknown event type, expected one of {', '.join(EVENT_TYPES)}"
+        else:
+            message = message.split(" value", 1)[0] + " value"
+    return (message + at + where)[:200]
 
 
 def _profile_extras(raw: bytes | str) -> dict[str, Any]:
@@ -151,7 +170,7 @@ def _profile_extras(raw: bytes | str) -> dict[str, Any]:
 def _customer_id_of(raw: bytes | str) -> str | None:
     try:
         value = _raw_decoder.decode(raw).get("customer_id")
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, UnicodeError):
         return None
     return value if isinstance(value, str) and 0 < len(value) <= 128 else None
 
@@ -166,7 +185,7 @@ def encode_event(event: Event) -> bytes:
     """Serialise an event back to its JSON wire form."""
     if isinstance(event, ProfileEvent):
         fields = msgspec.to_builtins(event)
-        extra = fields.pop("extra", {})
+        extra = fields.pop("__extra__", {})
         fields.update(extra)
         return msgspec.json.encode(fields)
     return msgspec.json.encode(event)

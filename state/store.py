@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
@@ -70,8 +70,10 @@ class RocksStore:
         options.create_if_missing(True)
         self.path = Path(path)
         self._db = Rdict(str(path), options)
-        self._write_options = WriteOptions()
-        self._write_options.disable_wal = not durable
+        # rocksdict's stubs declare disable_wal a method; at run time it is a property.
+        write_options: Any = WriteOptions()
+        write_options.disable_wal = not durable
+        self._write_options = write_options
 
     def get(self, customer_id: str) -> bytes | None:
         value: bytes | None = self._db.get(customer_id.encode())
@@ -88,6 +90,7 @@ class RocksStore:
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self._db.items():
+            assert isinstance(key, bytes) and isinstance(value, bytes)
             yield key.decode(), value
 
     def close(self) -> None:

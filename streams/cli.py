@@ -7,10 +7,11 @@ found problems (`rules check`), 2 bad usage or rules that do not load.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 from connectors.base import NullSink, Sink
 from connectors.files import JsonLinesSink
@@ -59,21 +60,38 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("replay", help="run a file of events through rule packs")
-    p.add_argument("--rules", action="append", required=True, metavar="PATH",
-                   help="a pack file or a folder of packs; repeat for more")
-    p.add_argument("--events", required=True, metavar="FILE",
-                   help="JSON Lines events, processed in file order; - for stdin")
-    p.add_argument("--actions", default="-", metavar="FILE", help="actions output (default: stdout)")
+    p.add_argument(
+        "--rules",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a pack file or a folder of packs; repeat for more",
+    )
+    p.add_argument(
+        "--events",
+        required=True,
+        metavar="FILE",
+        help="JSON Lines events, processed in file order; - for stdin",
+    )
+    p.add_argument(
+        "--actions", default="-", metavar="FILE", help="actions output (default: stdout)"
+    )
     p.add_argument("--decisions", metavar="FILE", help="decisions (audit) output")
-    p.add_argument("--dead-letter", metavar="FILE",
-                   help="invalid events with the reason (default: stderr)")
-    p.add_argument("--state", metavar="DIR",
-                   help="keep customer state in RocksDB here (default: in memory)")
-    p.add_argument("--state-ttl", metavar="DURATION", default="730d",
-                   help="forget customers idle this long in event time (default: 730d)")
+    p.add_argument(
+        "--dead-letter", metavar="FILE", help="invalid events with the reason (default: stderr)"
+    )
+    p.add_argument(
+        "--state", metavar="DIR", help="keep customer state in RocksDB here (default: in memory)"
+    )
+    p.add_argument(
+        "--state-ttl",
+        metavar="DURATION",
+        default="730d",
+        help="forget customers idle this long in event time (default: 730d)",
+    )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N")
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
-    p.set_defaults(run=_replay)  # fmt: skip
+    p.set_defaults(run=_replay)
 
     rules = sub.add_parser("rules", help="work with rule packs").add_subparsers(
         title="rules commands", metavar="COMMAND"
@@ -91,17 +109,28 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_simulate)
 
     d = sub.add_parser("demo", help="simulate a bank and watch offers and alerts fire")
-    d.add_argument("--rules", action="append", metavar="PATH",
-                   help=f"packs to run (default: {DEFAULT_PACKS})")
+    d.add_argument(
+        "--rules", action="append", metavar="PATH", help=f"packs to run (default: {DEFAULT_PACKS})"
+    )
     d.add_argument("--customers", type=int, default=2000, metavar="N")
     d.add_argument("--days", type=int, default=30, metavar="D")
     d.add_argument("--seed", type=int, default=7, metavar="S")
-    d.add_argument("--rate", type=float, default=5000.0, metavar="EPS",
-                   help="events per second to play (0: as fast as possible)")
-    d.add_argument("--metrics-port", type=int, default=9108, metavar="PORT",
-                   help="serve Prometheus /metrics here (0: off)")
+    d.add_argument(
+        "--rate",
+        type=float,
+        default=5000.0,
+        metavar="EPS",
+        help="events per second to play (0: as fast as possible)",
+    )
+    d.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9108,
+        metavar="PORT",
+        help="serve Prometheus /metrics here (0: off)",
+    )
     d.add_argument("--out", metavar="DIR", help="also write actions and decisions here")
-    d.set_defaults(run=_demo)  # fmt: skip
+    d.set_defaults(run=_demo)
     return parser
 
 
@@ -132,34 +161,29 @@ def _replay(args: argparse.Namespace) -> int:
     ruleset = _load(args.rules)
     if args.events != "-" and not Path(args.events).is_file():
         raise UsageError(f"--events {args.events}: no such file")
-    store: Store = RocksStore(args.state, durable=False) if args.state else MemoryStore()
-    outputs = Outputs(
-        actions=JsonLinesSink(args.actions),
-        decisions=_sink(args.decisions),
-        dead_letters=_sink(args.dead_letter, _StderrSink()),
-    )
-    engine = Engine(ruleset, StateCache(store), state_ttl=ttl)
-    stream: IO[bytes] = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
-    try:
-        progress = None if args.quiet else Progress("replay")
+    with contextlib.ExitStack() as stack:
+        store: Store = RocksStore(args.state, durable=False) if args.state else MemoryStore()
+        stack.callback(store.close)
+        outputs = Outputs(
+            actions=JsonLinesSink(args.actions),
+            decisions=_sink(args.decisions),
+            dead_letters=_sink(args.dead_letter, JsonLinesSink(sys.stderr.buffer)),
+        )
+        stack.callback(outputs.close)
+        stream = (
+            sys.stdin.buffer if args.events == "-" else stack.enter_context(open(args.events, "rb"))
+        )
+        engine = Engine(ruleset, StateCache(store), state_ttl=ttl)
         summary = replay(
-            engine, file_records(stream, args.events), outputs, batch_size=args.batch_size,
-            on_batch=progress,
-        )  # fmt: skip
-    finally:
-        stream.close()
-        outputs.close()
-        store.close()
+            engine,
+            file_records(stream, args.events),
+            outputs,
+            batch_size=args.batch_size,
+            on_batch=None if args.quiet else Progress("replay"),
+        )
     if not args.quiet:
         print(f"replay: {summary.line()}", file=sys.stderr)
     return 0
-
-
-class _StderrSink(JsonLinesSink):
-    def __init__(self) -> None:
-        self.target = "stderr"
-        self._owned = False
-        self._out = sys.stderr.buffer
 
 
 def _rules_check(args: argparse.Namespace) -> int:
@@ -189,15 +213,14 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.customers < 1 or args.days < 1:
         raise UsageError("--customers and --days must be at least 1")
     labels: list[Label] | None = [] if args.labels else None
-    out: IO[str] = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
-    try:
+    with contextlib.ExitStack() as stack:
+        out = (
+            sys.stdout
+            if args.out == "-"
+            else stack.enter_context(open(args.out, "w", encoding="utf-8"))
+        )
         count = write_jsonl(simulate(args.customers, args.days, args.seed, labels=labels), out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     if labels is not None:
-        import json
-
         with open(args.labels, "w", encoding="utf-8") as fh:
             for label in labels:
                 fh.write(json.dumps(label.__dict__) + "\n")
@@ -210,9 +233,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     ruleset = _load(args.rules or [str(DEFAULT_PACKS)])
     return run_demo(
-        ruleset, customers=args.customers, days=args.days, seed=args.seed, rate=args.rate,
-        metrics_port=args.metrics_port, out_dir=args.out,
-    )  # fmt: skip
+        ruleset,
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        rate=args.rate,
+        metrics_port=args.metrics_port,
+        out_dir=args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -60,17 +60,25 @@ class _View:
             else:
                 what = self.paint(f"OFFER {a['offer']['product'][:8]:8}", "1;32")
             held = f"  held until {a['not_before'][11:16]}" if a["not_before"] else ""
-            print(f"{a['ts'][:16]}  {what}  {a['rule_id']:24} {a['customer_id']:10} "
-                  f"via {a['channel']}{held}", file=self.out)  # fmt: skip
+            print(
+                f"{a['ts'][:16]}  {what}  {a['rule_id']:24} {a['customer_id']:10} "
+                f"via {a['channel']}{held}",
+                file=self.out,
+            )
         if len(actions) > len(shown):
-            print(self.paint(f"{'':16}  ... and {len(actions) - len(shown)} more", "2"), file=self.out)
+            print(
+                self.paint(f"{'':16}  ... and {len(actions) - len(shown)} more", "2"), file=self.out
+            )
 
     def table(self, summary: ReplaySummary, title: str) -> None:
         print(self.paint(f"\n{title}: {summary.line()}", "1"), file=self.out)
         print(f"  {'pack / rule':42} {'kind':6} {'emitted':>8} {'suppressed':>11}", file=self.out)
         for key in sorted(self.kinds):
-            print(f"  {key[0] + ' / ' + key[1]:42} {self.kinds[key]:6} "
-                  f"{self.emitted[key]:>8} {self.suppressed[key]:>11}", file=self.out)  # fmt: skip
+            print(
+                f"  {key[0] + ' / ' + key[1]:42} {self.kinds[key]:6} "
+                f"{self.emitted[key]:>8} {self.suppressed[key]:>11}",
+                file=self.out,
+            )
         print(file=self.out, flush=True)
 
 
@@ -102,13 +110,19 @@ def run_demo(
     engine = Engine(rules, StateCache(MemoryStore()), observer)
     outputs = Outputs()
     if out_dir:
-        outputs = Outputs(JsonLinesSink(Path(out_dir) / "actions.jsonl"),
-                          JsonLinesSink(Path(out_dir) / "decisions.jsonl"),
-                          JsonLinesSink(Path(out_dir) / "dead-letters.jsonl"))  # fmt: skip
+        outputs = Outputs(
+            JsonLinesSink(Path(out_dir) / "actions.jsonl"),
+            JsonLinesSink(Path(out_dir) / "decisions.jsonl"),
+            JsonLinesSink(Path(out_dir) / "dead-letters.jsonl"),
+        )
     view = _View(stream, rules)
-    print(f"demo: {customers:,} customers, {days} days of events at "
-          f"{'full speed' if rate <= 0 else f'{rate:,.0f} events/s'}; rules: "
-          f"{', '.join(rules.describe())}. Ctrl-C stops.\n", file=stream, flush=True)  # fmt: skip
+    print(
+        f"demo: {customers:,} customers, {days} days of events at "
+        f"{'full speed' if rate <= 0 else f'{rate:,.0f} events/s'}; rules: "
+        f"{', '.join(rules.describe())}. Ctrl-C stops.\n",
+        file=stream,
+        flush=True,
+    )
     summary = ReplaySummary()
     started = time.perf_counter()
     next_table = started + TABLE_EVERY

@@ -100,7 +100,7 @@ class Engine:
                 state = self._state(event.customer_id, now)
                 result = rules.apply(state, event, on_error, now)
                 self.states.mark(event.customer_id)
-            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the stream
+            except Exception as exc:  # one bad event must not stop the stream
                 error = f"processing error: {type(exc).__name__}: {exc}"
                 self._dead(out, record, "processing_error", error, event.customer_id, event.type)
                 continue
@@ -146,7 +146,9 @@ class Engine:
     ) -> None:
         self.observer.event_in(event_type, "dead_letter")
         self.observer.dead_letter(reason)
-        out.dead_letters.append(msgspec.json.encode(dead_letter(record, reason, error, customer_id)))
+        out.dead_letters.append(
+            msgspec.json.encode(dead_letter(record, reason, error, customer_id))
+        )
 
 
 def dead_letter(record: Record, reason: str, error: str, customer_id: str | None) -> DeadLetter:
@@ -158,6 +160,10 @@ def dead_letter(record: Record, reason: str, error: str, customer_id: str | None
     except UnicodeDecodeError:
         raw, b64 = None, record.value
     return DeadLetter(
-        reason=reason, error=error, origin=record.origin, customer_id=customer_id, raw=raw,
+        reason=reason,
+        error=error,
+        origin=record.origin,
+        customer_id=customer_id,
+        raw=raw,
         raw_base64=b64,
-    )  # fmt: skip
+    )

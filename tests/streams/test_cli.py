@@ -25,8 +25,10 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[b
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sim") / "events.jsonl"
-    assert main(["simulate", "--customers", "300", "--days", "20", "--seed", "3",
-                 "--out", str(path)]) == 0  # fmt: skip
+    assert (
+        main(["simulate", "--customers", "300", "--days", "20", "--seed", "3", "--out", str(path)])
+        == 0
+    )
     return path
 
 
@@ -48,9 +50,21 @@ def test_replay_with_dead_letters_exits_zero_and_writes_every_output(
     lines = events.read_bytes().splitlines()[:2000]
     mixed.write_bytes(b"\n".join([lines[0], b"{broken", *lines[1:], b'{"type": "x"}']) + b"\n")
     out = {name: tmp_path / f"{name}.jsonl" for name in ("actions", "decisions", "dead")}
-    result = run("replay", "--rules", str(PACKS), "--events", str(mixed), "--actions",
-                 str(out["actions"]), "--decisions", str(out["decisions"]), "--dead-letter",
-                 str(out["dead"]), "--state", str(tmp_path / "state"))  # fmt: skip
+    result = run(
+        "replay",
+        "--rules",
+        str(PACKS),
+        "--events",
+        str(mixed),
+        "--actions",
+        str(out["actions"]),
+        "--decisions",
+        str(out["decisions"]),
+        "--dead-letter",
+        str(out["dead"]),
+        "--state",
+        str(tmp_path / "state"),
+    )
     assert result.returncode == 0, result.stderr.decode()
     dead = [json.loads(line) for line in out["dead"].read_text().splitlines()]
     assert [(d["origin"], d["reason"]) for d in dead] == [
@@ -117,16 +131,32 @@ def test_rules_check(tmp_path: Path) -> None:
 def test_simulate_is_deterministic_by_seed(tmp_path: Path) -> None:
     a, b, c = (tmp_path / n for n in ("a", "b", "c"))
     for path, seed in ((a, "5"), (b, "5"), (c, "6")):
-        assert main(["simulate", "--customers", "50", "--days", "3", "--seed", seed,
-                     "--out", str(path)]) == 0  # fmt: skip
+        assert (
+            main(
+                ["simulate", "--customers", "50", "--days", "3", "--seed", seed, "--out", str(path)]
+            )
+            == 0
+        )
     assert a.read_bytes() == b.read_bytes() != c.read_bytes()
 
 
 def test_demo_runs_shows_actions_and_serves_metrics(tmp_path: Path) -> None:
     port = 19000 + (int(time.time()) % 500)
     proc = subprocess.Popen(
-        [*CLI, "demo", "--customers", "300", "--days", "12", "--rate", "4000",
-         "--metrics-port", str(port), "--out", str(tmp_path)],  # fmt: skip
+        [
+            *CLI,
+            "demo",
+            "--customers",
+            "300",
+            "--days",
+            "12",
+            "--rate",
+            "4000",
+            "--metrics-port",
+            str(port),
+            "--out",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
