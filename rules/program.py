@@ -210,7 +210,13 @@ class CompiledPack:
             lines.append("    except _ERRORS:")
             lines.append(f"        X({self.name!r}, {r.spec.id!r})")
         names = [self.aggregates[i].name for i in [*eager, *lazy_priors]]
-        taken = [f"p{i}" for i in eager] + [values["prior", i] for i in lazy_priors]
+        # A distinct set is updated in place: take a copy before the late updates run.
+        taken = [f"p{i}" for i in eager] + [
+            f"dict({values['prior', i]})"
+            if self.aggregates[i].spec.kind == "distinct"
+            else values["prior", i]
+            for i in lazy_priors
+        ]
         lines.append("    if m:")
         lines.append(f"        r = ({''.join(t + ', ' for t in taken)})")
         for a in late:

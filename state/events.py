@@ -83,10 +83,10 @@ class ProfileEvent(msgspec.Struct, tag_field="type", tag="profile", kw_only=True
     event_id: Id
     customer_id: Id
     ts: EventTime
-    home_country: Country | None | msgspec.UnsetType = msgspec.UNSET
-    segment: ShortText | None | msgspec.UnsetType = msgspec.UNSET
-    birth_date: ShortText | None | msgspec.UnsetType = msgspec.UNSET
-    timezone: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    home_country: Country | msgspec.UnsetType | None = msgspec.UNSET
+    segment: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    birth_date: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    timezone: ShortText | msgspec.UnsetType | None = msgspec.UNSET
     products: Annotated[list[ShortText], msgspec.Meta(max_length=64)] | msgspec.UnsetType = (
         msgspec.UNSET
     )
@@ -140,7 +140,9 @@ def decode_event(raw: bytes | str) -> Event:
         try:
             event.extra = _profile_extras(raw)
         except (msgspec.DecodeError, UnicodeError):  # in a key or value the typed decode skipped
-            raise InvalidEvent("malformed JSON: text is not valid UTF-8", event.customer_id) from None
+            raise InvalidEvent(
+                "malformed JSON: text is not valid UTF-8", event.customer_id
+            ) from None
         if event.timezone not in (None, msgspec.UNSET) and not _is_timezone(event.timezone):
             raise InvalidEvent(
                 "invalid event: unknown IANA time zone - at `$.timezone`", event.customer_id

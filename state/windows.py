@@ -3,23 +3,27 @@
 Resolution (the public promise, also in the README):
 - Windows up to 24 h are exact: every (time, value) entry is kept until it leaves the window,
   and a value is computed over the entries with `now - window < t <= now`.
-- Longer windows keep fixed buckets: 1 hour wide for windows up to 7 days, 1 day wide beyond.
-  A bucket counts while any part of it overlaps `(now - window, now]`, so a bucketed window
-  may include up to one bucket width of older events, never fewer.
+- Longer windows keep fixed buckets, each 1/24 of the window (rounded up to whole minutes:
+  7 h for 7 days, 30 h for 30 days, 90 h for 90 days), so at most 25 buckets. A bucket
+  counts while any part of it overlaps `(now - window, now]`, so a bucketed window may
+  include up to one bucket width (1/24 of the window) of older events, never fewer.
 - `distinct` keeps each value with the time it was last seen, exact at any window length,
   at most `DISTINCT_CAP` values (the least recently seen are dropped first).
 - `last` keeps the latest matching event (its time and the fields rules read); with a
   window, an event older than the window reads as null.
 
 `now` is always the current event's time (epoch seconds). Data is pruned relative to the
-newest time seen, so an event that arrives late for its customer still sees its own window
-(entries newer than it are not counted) but cannot see entries already pruned.
+newest time seen, so an event that arrives late for its customer cannot see entries already
+pruned. In an exact window a late event does not count entries newer than itself; in a
+bucketed one it counts its own bucket whole; `distinct` and `last` answer as of the newest
+event seen (a value seen again after the late event's time counts as seen).
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 from typing import Any, Final
 
 HOUR: Final = 3600.0
@@ -27,34 +31,48 @@ DAY: Final = 86400.0
 EXACT_LIMIT: Final = DAY
 DISTINCT_CAP: Final = 256
 
+BUCKETS: Final = 24
+"""A window longer than 24 h is kept in buckets 1/24 of its length (whole minutes)."""
+
 Stats = tuple[int, float, float | None, float | None, float | None, float | None]
 EMPTY_STATS: Final[Stats] = (0, 0.0, None, None, None, None)
 STATS_MEMBERS: Final = ("count", "sum", "mean", "std", "min", "max")
 
-# Bucket layout: [start, count, sum, sumsq, min, max]
-_START, _COUNT, _SUM, _SUMSQ, _MIN, _MAX = range(6)
+# Bucket layouts, each `[index, ...]` where index = floor(time / width): only what the kind
+# needs, so a bucket costs 12-45 bytes encoded. For stats, m2 is the sum of squared
+# deviations from the bucket's mean (Welford), so a standard deviation keeps its precision
+# for large amounts.
+_FRESH: Final[dict[str, Callable[[float], list[Any]]]] = {
+    "count": lambda v: [1],
+    "sum": lambda v: [v],
+    "avg": lambda v: [1, v],
+    "min": lambda v: [v],
+    "max": lambda v: [v],
+    "stats": lambda v: [1, v, 0.0, v, v],
+}
 
 
 def bucket_width(window: float) -> float:
     """The bucket width used for a window, or 0 for an exact window."""
     if window <= EXACT_LIMIT:
         return 0.0
-    return HOUR if window <= 7 * DAY else DAY
+    return max(60.0, math.ceil(window / BUCKETS / 60.0) * 60.0)
 
 
 class NumericWindow:
     """count, sum, avg, min, max or stats over a sliding window.
 
-    Data for an exact window: `[times, values]` (sorted by time).
-    Data for a bucketed window: a list of buckets `[start, count, sum, sumsq, min, max]`.
+    Data for an exact window: `[times, values]` (sorted by time; no values for count).
+    Data for a bucketed window: a list of buckets (see `_FRESH`), sorted by index.
     """
 
-    __slots__ = ("kind", "width", "window")
+    __slots__ = ("_fresh", "kind", "width", "window")
 
     def __init__(self, kind: str, window: float) -> None:
         self.kind = kind
         self.window = window
         self.width = bucket_width(window)
+        self._fresh = _FRESH[kind]
 
     def new(self) -> list[Any]:
         return [] if self.width else [[], []]
@@ -64,7 +82,8 @@ class NumericWindow:
             self._add_bucketed(data, now, value)
             return
         times: list[float] = data[0]
-        values: list[float] = data[1]
+        values: list[float] = data[1]  # stays empty for count: times are enough
+        keep = self.kind != "count"
         if not times or now >= times[-1]:
             cut = now - self.window
             if times and times[0] <= cut:
@@ -72,43 +91,52 @@ class NumericWindow:
                 del times[:drop]
                 del values[:drop]
             times.append(now)
-            values.append(value)
+            if keep:
+                values.append(value)
         else:
             i = bisect_right(times, now)
             times.insert(i, now)
-            values.insert(i, value)
+            if keep:
+                values.insert(i, value)
 
-    def _add_bucketed(self, data: list[list[float]], now: float, value: float) -> None:
-        start = now - now % self.width
-        if data and data[-1][_START] == start:
-            b = data[-1]
-            b[_COUNT] += 1
-            b[_SUM] += value
-            b[_SUMSQ] += value * value
-            if value < b[_MIN]:
-                b[_MIN] = value
-            if value > b[_MAX]:
-                b[_MAX] = value
+    def _add_bucketed(self, data: list[list[Any]], now: float, value: float) -> None:
+        index = int(now // self.width)
+        if data and data[-1][0] == index:
+            self._push(data[-1], value)
             return
-        fresh = [start, 1, value, value * value, value, value]
-        if not data or start > data[-1][_START]:
-            cut = now - self.window - self.width
+        fresh = [index, *self._fresh(value)]
+        if not data or index > data[-1][0]:
+            first = int((now - self.window) // self.width)
             drop = 0
-            while drop < len(data) and data[drop][_START] <= cut:
+            while drop < len(data) and data[drop][0] < first:
                 drop += 1
             if drop:
                 del data[:drop]
             data.append(fresh)
             return
         for b in data:  # a late event: find or insert its bucket
-            if b[_START] == start:
-                b[_COUNT] += 1
-                b[_SUM] += value
-                b[_SUMSQ] += value * value
-                b[_MIN] = min(b[_MIN], value)
-                b[_MAX] = max(b[_MAX], value)
+            if b[0] == index:
+                self._push(b, value)
                 return
         insort(data, fresh)
+
+    def _push(self, b: list[Any], value: float) -> None:
+        kind = self.kind
+        if kind == "count":
+            b[1] += 1
+        elif kind == "sum":
+            b[1] += value
+        elif kind == "avg":
+            b[1] += 1
+            b[2] += value
+        elif kind == "min":
+            if value < b[1]:
+                b[1] = value
+        elif kind == "max":
+            if value > b[1]:
+                b[1] = value
+        else:
+            _push_stats(b, value)
 
     def value(self, data: list[Any], now: float) -> Any:
         """The aggregate over `(now - window, now]`: a number, None, or a Stats tuple."""
@@ -122,12 +150,12 @@ class NumericWindow:
             if self.kind == "count":
                 return j - i
             return self._reduce(data[1][i:j])
-        i = bisect_right(data, lo - self.width, key=_start)
-        j = len(data) if not data or data[-1][_START] <= now else bisect_right(data, now, key=_start)
-        chosen = data if i == 0 and j == len(data) else data[i:j]
-        if self.kind == "count":
-            return int(sum([b[_COUNT] for b in chosen]))
-        return self._reduce_buckets(chosen)
+        if not data:
+            return self._empty()
+        first, last = math.floor(lo / self.width), math.floor(now / self.width)
+        i = 0 if data[0][0] >= first else bisect_left(data, first, key=_index)
+        j = len(data) if data[-1][0] <= last else bisect_right(data, last, key=_index)
+        return self._reduce_buckets(data if i == 0 and j == len(data) else data[i:j])
 
     def _empty(self) -> Any:
         if self.kind in ("count", "sum"):
@@ -149,49 +177,61 @@ class NumericWindow:
         if kind == "avg":
             return total / n
         mean = total / n
-        var = sum([(v - mean) * (v - mean) for v in values]) / n  # two-pass: no cancellation
-        return (n, total, mean, math.sqrt(var), min(values), max(values))
+        m2 = sum([(v - mean) * (v - mean) for v in values])  # two passes: no cancellation
+        return _stats(n, total, m2, min(values), max(values))
 
-    def _reduce_buckets(self, buckets: list[list[float]]) -> Any:
+    def _reduce_buckets(self, buckets: list[list[Any]]) -> Any:
         if not buckets:
             return self._empty()
         kind = self.kind
-        if len(buckets) == 1:
-            b = buckets[0]
-            n, total, sumsq, lo, hi = int(b[_COUNT]), b[_SUM], b[_SUMSQ], b[_MIN], b[_MAX]
-        else:
-            _, counts, sums, sumsqs, mins, maxs = zip(*buckets, strict=True)
-            if kind == "min":
-                return min(mins)
-            if kind == "max":
-                return max(maxs)
-            n, total = int(sum(counts)), sum(sums)
-            if kind != "stats":
-                return total if kind == "sum" else total / n
-            return _stats(n, total, sum(sumsqs), min(mins), max(maxs))
+        if kind == "count":
+            return sum([b[1] for b in buckets])
         if kind == "sum":
-            return total
+            return sum([b[1] for b in buckets])
         if kind == "min":
-            return lo
+            return min([b[1] for b in buckets])
         if kind == "max":
-            return hi
-        return total / n if kind == "avg" else _stats(n, total, sumsq, lo, hi)
+            return max([b[1] for b in buckets])
+        if kind == "avg":
+            return sum([b[2] for b in buckets]) / sum([b[1] for b in buckets])
+        if len(buckets) == 1:
+            _, n, total, m2, lo, hi = buckets[0]
+            return _stats(n, total, m2, lo, hi)
+        _, counts, sums, m2s, mins, maxs = zip(*buckets, strict=True)
+        n, total = sum(counts), sum(sums)
+        mean = total / n
+        m2 = sum(m2s) + sum([c * (s / c - mean) ** 2 for c, s in zip(counts, sums, strict=True)])
+        return _stats(n, total, m2, min(mins), max(maxs))
 
     def oldest(self, data: list[Any]) -> float | None:
         """The time of the oldest entry kept, for expiry."""
         if self.width:
-            return float(data[0][_START]) if data else None
+            return float(data[0][0] * self.width) if data else None
         return float(data[0][0]) if data[0] else None
 
 
-def _start(bucket: list[float]) -> float:
-    return bucket[_START]
+def _index(bucket: list[Any]) -> int:
+    index: int = bucket[0]
+    return index
 
 
-def _stats(n: int, total: float, sumsq: float, lo: float, hi: float) -> Stats:
-    mean = total / n
-    var = max(sumsq / n - mean * mean, 0.0) if lo != hi else 0.0
-    return (n, total, mean, math.sqrt(var), lo, hi)
+def _push_stats(b: list[Any], value: float) -> None:
+    """Add a value to a stats bucket `[index, n, sum, m2, min, max]` (Welford's update)."""
+    n = b[1]
+    delta = value - b[2] / n
+    b[1] = n + 1
+    b[2] += value
+    b[3] += delta * (value - b[2] / (n + 1))
+    if value < b[4]:
+        b[4] = value
+    if value > b[5]:
+        b[5] = value
+
+
+def _stats(n: int, total: float, m2: float, lo: float, hi: float) -> Stats:
+    """`m2` is the sum of squared deviations from the mean; equal values have std exactly 0."""
+    std = math.sqrt(max(m2, 0.0) / n) if lo != hi else 0.0
+    return (n, total, total / n, std, lo, hi)
 
 
 class DistinctWindow:
