@@ -85,6 +85,10 @@ class RuleSet:
             keep = self.profile_fields
             for name, value in event.changes().items():
                 if name in keep:
+                    old = profile.get(name)
+                    # consent and other maps merge: {"sms": true} keeps the marketing answer
+                    if isinstance(old, dict) and isinstance(value, dict):
+                        value = {**old, **value}
                     profile[name] = value
         tz_name = profile.get("timezone")
         customer_zone = zone(tz_name) if isinstance(tz_name, str) else None

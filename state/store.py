@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from state.model import CustomerState, decode_state, encode_state
@@ -96,6 +97,33 @@ class RocksStore:
     def close(self) -> None:
         self._db.flush()
         self._db.close()
+
+
+class _LastSeen(msgspec.Struct):
+    t: float = msgspec.field(default=0.0, name="t")
+
+
+_last_seen = msgspec.msgpack.Decoder(_LastSeen)
+
+
+def expire_idle(store: Store, before: float, batch: int = 10_000) -> int:
+    """Delete every customer whose latest event is older than `before` (epoch seconds).
+
+    Reads only each record's last-event time, and deletes in batches; returns how many.
+    """
+    doomed: dict[str, bytes | None] = {}
+    removed = 0
+    for customer_id, raw in store.items():
+        if _last_seen.decode(raw).t < before:
+            doomed[customer_id] = None
+            if len(doomed) >= batch:
+                store.write(doomed)
+                removed += len(doomed)
+                doomed = {}
+    if doomed:
+        store.write(doomed)
+        removed += len(doomed)
+    return removed
 
 
 class StateCache:

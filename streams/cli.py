@@ -18,7 +18,7 @@ from connectors.files import JsonLinesSink
 from rules.errors import RuleError
 from rules.pack import parse_duration
 from rules.ruleset import RuleSet, load_rules
-from state.store import MemoryStore, RocksStore, StateCache, Store
+from state.store import MemoryStore, RocksStore, StateCache, Store, expire_idle
 from streams.engine import Engine
 from streams.replay import DEFAULT_BATCH, Outputs, Progress, file_records, replay
 
@@ -181,8 +181,14 @@ def _replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             on_batch=None if args.quiet else Progress("replay"),
         )
+        expired = expire_idle(store, engine.newest - ttl) if args.state and engine.newest else 0
     if not args.quiet:
         print(f"replay: {summary.line()}", file=sys.stderr)
+        if expired:
+            print(
+                f"replay: removed {expired:,} customers idle for over {args.state_ttl}",
+                file=sys.stderr,
+            )
     return 0
 
 

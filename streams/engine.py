@@ -76,6 +76,7 @@ class Engine:
         self.states = states
         self.observer: Observer = observer if observer is not None else NoopObserver()
         self.state_ttl = state_ttl
+        self.newest = 0.0  # the latest event time seen, epoch seconds
         self.observer.rules_loaded({p.name: p.version for p in rules.packs})
 
     def process(self, records: Iterable[Record], *, flush: bool = True) -> BatchOutput:
@@ -97,6 +98,8 @@ class Engine:
                 continue
             try:
                 now = event.ts.timestamp()
+                if now > self.newest:
+                    self.newest = now
                 state = self._state(event.customer_id, now)
                 result = rules.apply(state, event, on_error, now)
                 self.states.mark(event.customer_id)

@@ -11,7 +11,7 @@ import pytest
 
 from rules.ruleset import load_rules
 from state.model import CustomerState, decode_state, encode_state
-from state.store import MemoryStore, RocksStore, StateCache, Store
+from state.store import MemoryStore, RocksStore, StateCache, Store, expire_idle
 from streams.engine import Engine, Record
 
 StoreFactory = Callable[[], Store]
@@ -268,3 +268,19 @@ def test_without_ttl_a_customer_is_kept_however_long_idle(tmp_path: Path) -> Non
     engine.process([txn_record("e-1", T0)])
     out = engine.process([txn_record("e-2", T0 + timedelta(days=60))])
     assert len(out.decisions) == 1
+
+
+def test_expire_idle_removes_only_customers_idle_before_the_cutoff(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    store.write(
+        {
+            "old": encode_state(CustomerState(last_ts=1_000.0)),
+            "edge": encode_state(CustomerState(last_ts=2_000.0)),
+            "new": encode_state(CustomerState(last_ts=3_000.0)),
+        }
+    )
+    assert expire_idle(store, 2_000.0, batch=1) == 1
+    assert store.get("old") is None
+    assert store.get("edge") is not None and store.get("new") is not None

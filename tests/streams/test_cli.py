@@ -178,3 +178,50 @@ def test_demo_runs_shows_actions_and_serves_metrics(tmp_path: Path) -> None:
     text = out.decode()
     assert "demo finished" in text and "retail-risk / card-velocity" in text
     assert (tmp_path / "actions.jsonl").read_text().strip()
+
+
+def test_replay_with_state_removes_customers_idle_past_the_ttl(tmp_path: Path) -> None:
+    def txn(i: int, customer: str, ts: str) -> str:
+        return json.dumps(
+            {
+                "type": "transaction",
+                "event_id": f"e{i}",
+                "customer_id": customer,
+                "ts": ts,
+                "amount": 5,
+                "direction": "debit",
+                "channel": "card",
+            }
+        )
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "\n".join(
+            [
+                txn(1, "sleeper", "2026-01-01T10:00:00+08:00"),
+                txn(2, "active", "2026-11-01T10:00:00+08:00"),
+            ]
+        )
+        + "\n"
+    )
+    state = tmp_path / "state"
+    result = run(
+        "replay",
+        "--rules",
+        str(PACKS),
+        "--events",
+        str(events),
+        "--state",
+        str(state),
+        "--state-ttl",
+        "90d",
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert "removed 1 customers idle for over 90d" in result.stderr.decode()
+    from state.store import RocksStore
+
+    store = RocksStore(state)
+    try:
+        assert store.get("sleeper") is None and store.get("active") is not None
+    finally:
+        store.close()
