@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from rules.catalogue import LIST_DEFAULTS, event_field_names, event_field_type
 from rules.functions import (
@@ -126,8 +126,8 @@ def check(source: str, scope: Scope, *, want_bool: bool = True) -> Checked:
     try:
         tree = ast.parse(wrapped, mode="eval")
     except SyntaxError as exc:
-        line = max((exc.lineno or 2) - 1, 1)
-        raise ExprError(f"syntax error: {exc.msg}", line, max((exc.offset or 1) - 1, 0)) from None
+        line, col = _syntax_pos(source, exc)
+        raise ExprError(f"syntax error: {exc.msg}", line, col) from None
     except (RecursionError, MemoryError, ValueError):
         raise ExprError("expression is too deeply nested or too large") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
@@ -142,6 +142,23 @@ def check(source: str, scope: Scope, *, want_bool: bool = True) -> Checked:
             "e.g. `... > 0`",
         )
     return checked
+
+
+def _syntax_pos(source: str, exc: SyntaxError) -> tuple[int, int]:
+    """The (line, column) in `source` of a syntax error in its wrapped form `(\\n...\\n)`.
+
+    An error found only at the closing wrapper (say, `a >` with nothing after) is placed
+    just after the last character of the expression.
+    """
+    line, col = (exc.lineno or 2) - 1, max((exc.offset or 1) - 1, 0)
+    rows = source.split("\n")
+    while len(rows) > 1 and not rows[-1].strip():
+        rows.pop()
+    if line < 1:
+        return 1, 0
+    if line > len(rows):
+        return len(rows), len(rows[-1].rstrip())
+    return line, col
 
 
 class _Checker:
@@ -201,7 +218,9 @@ class _Checker:
             raise self.fail(node, f"`{node.id}` alone is not a value; write {node.id}.FIELD")
         if node.id in FUNCTIONS:
             raise self.fail(node, f"`{node.id}` is a function; call it: {node.id}(...)")
-        raise self.fail(node, f"unknown name `{node.id}`{_hint(node.id, [*ROOTS, *CONSTANT_NAMES])}")
+        raise self.fail(
+            node, f"unknown name `{node.id}`{_hint(node.id, [*ROOTS, *CONSTANT_NAMES])}"
+        )
 
     def visit_Attribute(self, node: ast.Attribute, depth: int) -> str:
         path = _path(node)
@@ -225,9 +244,8 @@ class _Checker:
         if typ is None:
             names = event_field_names(types)
             kinds = " or ".join(types)
-            raise self.fail(
-                node, f"unknown field `event.{rest[0]}` for {kinds} events{_hint(rest[0], names, 'event.')}"
-            )
+            hint = _hint(rest[0], names, "event.")
+            raise self.fail(node, f"unknown field `event.{rest[0]}` for {kinds} events{hint}")
         if len(rest) > 1:
             raise self.fail(node, f"`event.{rest[0]}` has no fields")
         return typ
@@ -236,9 +254,10 @@ class _Checker:
         name = rest[0]
         typ = self.scope.profile.get(name)
         if typ is None:
+            hint = _hint(name, list(self.scope.profile), "customer.")
             raise self.fail(
                 node,
-                f"unknown profile field `customer.{name}`{_hint(name, list(self.scope.profile), 'customer.')}"
+                f"unknown profile field `customer.{name}`{hint}"
                 "; declare other profile fields under `profile_fields:`",
             )
         self.out.profile_refs.add(name)
@@ -256,7 +275,9 @@ class _Checker:
         ref = self.scope.aggregates.get(rest[0])
         if ref is None:
             names = list(self.scope.aggregates)
-            raise self.fail(node, f"unknown aggregate `{root}.{rest[0]}`{_hint(rest[0], names, root + '.')}")
+            raise self.fail(
+                node, f"unknown aggregate `{root}.{rest[0]}`{_hint(rest[0], names, root + '.')}"
+            )
         (self.out.agg_refs if root == "agg" else self.out.prior_refs).add(ref.index)
         if ref.kind == "stats":
             if len(rest) != 2 or rest[1] not in STATS_MEMBERS:
@@ -294,7 +315,9 @@ class _Checker:
             raise self.fail(node, "keyword arguments are not allowed")
         n = len(node.args)
         if not fn.min_args <= n <= fn.max_args:
-            want = str(fn.min_args) if fn.min_args == fn.max_args else f"{fn.min_args}-{fn.max_args}"
+            want = (
+                str(fn.min_args) if fn.min_args == fn.max_args else f"{fn.min_args}-{fn.max_args}"
+            )
             raise self.fail(node, f"{fn.name}() takes {want} arguments, not {n}")
         types = [self.visit(a, depth) for a in node.args]
         if fn.arg_type is not None:
@@ -395,12 +418,10 @@ def to_python(
 
 
 class _Gen:
-    def __init__(
-        self, event_type: str, scope: Scope, values: dict[tuple[str, int], str]
-    ) -> None:
+    def __init__(self, event_type: str, scope: Scope, values: dict[tuple[str, int], str]) -> None:
         self.event_type, self.scope, self.values = event_type, scope, values
 
-    def expr(self, node: ast.expr) -> str:  # noqa: PLR0911
+    def expr(self, node: ast.expr) -> str:
         if isinstance(node, ast.Constant):
             return repr(node.value)
         if isinstance(node, ast.Name):
@@ -412,14 +433,18 @@ class _Gen:
             op = " and " if isinstance(node.op, ast.And) else " or "
             return "(" + op.join(self.expr(v) for v in node.values) + ")"
         if isinstance(node, ast.UnaryOp):
-            op = "not " if isinstance(node.op, ast.Not) else ("-" if isinstance(node.op, ast.USub) else "+")
+            op = (
+                "not "
+                if isinstance(node.op, ast.Not)
+                else ("-" if isinstance(node.op, ast.USub) else "+")
+            )
             return f"({op}{self.expr(node.operand)})"
         if isinstance(node, ast.BinOp):
             return f"({self.expr(node.left)} {_ARITH[type(node.op)]} {self.expr(node.right)})"
         if isinstance(node, ast.Compare):
             parts = [self.expr(node.left)]
-            for op, right in zip(node.ops, node.comparators, strict=True):
-                parts += [_CMP[type(op)], self.expr(right)]
+            for cmp, right in zip(node.ops, node.comparators, strict=True):
+                parts += [_CMP[type(cmp)], self.expr(right)]
             return "(" + " ".join(parts) + ")"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             fn = FUNCTIONS[node.func.id]
@@ -443,7 +468,12 @@ class _Gen:
                 return "T"
             if name == "type":
                 return repr(self.event_type)
-            return f"ev.{name}" if event_field_type((self.event_type,), name) else "None"
+            if not event_field_type((self.event_type,), name):
+                return "None"
+            if self.event_type == "profile" and name not in ("event_id", "customer_id"):
+                # a field the update leaves out is unset (msgspec.UNSET): it reads as null
+                return f"ev.changes().get({name!r})"
+            return f"ev.{name}"
         if root == "customer":
             if len(rest) == 2:
                 return f"(C.get({rest[0]!r}) or _E).get({rest[1]!r})"

@@ -348,7 +348,9 @@ class _Mark:
         # and where it ends on that line (None: at the end of the line)
         end = line if end_line is None else end_line
         self.end_line = end - 1 if end > line and end_col == 0 else end
-        self.end_col: int | None = end_col if self.end_line == end and end_line is not None else None
+        self.end_col: int | None = (
+            end_col if self.end_line == end and end_line is not None else None
+        )
 
 
 def _nearest(marks: dict[Path_, _Mark], path: Path_) -> _Mark:
@@ -408,7 +410,7 @@ def _to_python(
 def _scalar(node: yaml.Node) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         return None
-    return yaml.constructor.SafeConstructor().construct_object(node)  # type: ignore[no-untyped-call]
+    return yaml.constructor.SafeConstructor().construct_object(node)
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

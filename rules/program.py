@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Any, Final
 
-from rules.catalogue import DECLARED_TYPES, PROFILE_FIELDS
+from rules.catalogue import DECLARED_TYPES, EVENT_FIELDS, PROFILE_FIELDS
 from rules.compiler import AggregateRef, Checked, ExprError, Scope, check, to_python
 from rules.errors import RuleError, RuleProblem
 from rules.functions import FUNCTIONS
@@ -273,9 +273,12 @@ def _update_lines(
 
 
 def to_python_field(name: str, event_type: str) -> str:
-    from rules.catalogue import EVENT_FIELDS
-
-    return f"ev.{name}" if name in EVENT_FIELDS[event_type] else "None"
+    """Python source reading an event field into a `last` snapshot (None if the type lacks it)."""
+    if name not in EVENT_FIELDS[event_type]:
+        return "None"
+    if event_type == "profile" and name in PROFILE_FIELDS:
+        return f"ev.changes().get({name!r})"  # a partial update: unset fields read as null
+    return f"ev.{name}"
 
 
 def _check(

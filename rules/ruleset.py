@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
 from rules.catalogue import POLICY_PROFILE_FIELDS
-from rules.errors import RuleError, RuleProblem
+from rules.errors import RuleError, RuleProblem, SourcePos
 from rules.explain import Frame, explain
 from rules.outcomes import Action, Decision, action_id
 from rules.pack import load_pack_file, pack_files
@@ -41,16 +41,15 @@ class RuleSet:
 
     def __init__(self, packs: Iterable[CompiledPack]) -> None:
         self.packs = list(packs)
-        names = [p.name for p in self.packs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise RuleError(
-                [
-                    RuleProblem(_pos(p.file), f"pack `{p.name}` is loaded twice")
-                    for p in self.packs
-                    if p.name in dupes
-                ]
-            )
+        seen: dict[str, str] = {}
+        problems = []
+        for p in self.packs:
+            if p.name in seen:
+                message = f"pack `{p.name}` is already loaded from {seen[p.name]}"
+                problems.append(RuleProblem(SourcePos(p.file, 1, 1), message))
+            seen.setdefault(p.name, p.file)
+        if problems:
+            raise RuleError(problems)
         keep = set(POLICY_PROFILE_FIELDS)
         for p in self.packs:
             keep |= p.profile_refs
@@ -189,12 +188,6 @@ def _event_key(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
-def _pos(file: str) -> Any:
-    from rules.errors import SourcePos
-
-    return SourcePos(file, 1, 1)
-
-
 def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     """Load, validate and compile packs from files or folders; raise RuleError on any problem.
 
@@ -205,7 +198,7 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     for path in paths:
         files = pack_files(Path(path))
         if not files:
-            problems.append(RuleProblem(_pos(str(path)), "no rule packs (*.yaml) found here"))
+            problems.append(RuleProblem(SourcePos(str(path), 1, 1), "no rule packs (*.yaml) here"))
         for file in files:
             try:
                 packs.append(compile_pack(load_pack_file(file)))
@@ -214,7 +207,3 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     if problems:
         raise RuleError(problems)
     return RuleSet(packs)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -6,8 +6,6 @@ import hashlib
 import random
 from typing import Any
 
-import pytest
-
 from state.model import SEEN_IDS, CustomerState, Ledger, decode_state, encode_state
 from state.windows import DAY, HOUR, DistinctWindow, LastEvent, NumericWindow
 

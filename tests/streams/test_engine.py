@@ -192,3 +192,19 @@ def test_state_ttl_forgets_idle_customers_in_event_time(rules: RuleSet) -> None:
     assert fresh is not None
     assert fresh.ledger.fired == {}  # idle 91 minutes: forgotten, a fresh state
     assert len(fresh.seen) == 8  # remembers only this event's id
+
+
+def test_a_last_snapshot_of_a_partial_profile_update_reads_unset_fields_as_null(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "pack: p\nversion: 1\naggregates:\n  lastp: {on: profile, kind: last}\nrules:\n"
+        "  - id: r\n    kind: alert\n    severity: low\n    on: transaction\n"
+        "    when: 'agg.lastp != null and agg.lastp.home_country == null'\n"
+    )
+    engine = Engine(load_rules([tmp_path / "p.yaml"]), StateCache(MemoryStore()))
+    profile = b'{"type": "profile", "event_id": "p1", "customer_id": "c1",'
+    profile += b' "ts": "2026-11-02T09:00:00+08:00", "segment": "mass"}'
+    out = engine.process(records(profile, txn(1)))
+    assert out.dead_letters == []
+    assert [json.loads(a)["rule_id"] for a in out.actions] == ["r"]
