@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import difflib
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from rules.catalogue import LIST_DEFAULTS, event_field_names, event_field_type
 from rules.functions import (
@@ -165,6 +165,7 @@ class _Checker:
     def __init__(self, scope: Scope, out: Checked, source: str) -> None:
         self.scope, self.out = scope, out
         self.lines = source.splitlines()
+        self.list_items: dict[int, str] = {}  # list literal -> the type of its items
 
     def fail(self, node: ast.AST, message: str) -> ExprError:
         line = getattr(node, "lineno", 1)
@@ -202,10 +203,15 @@ class _Checker:
     def visit_List(self, node: ast.List | ast.Tuple, depth: int) -> str:
         if len(node.elts) > MAX_LIST:
             raise self.fail(node, f"list literal has more than {MAX_LIST} items")
+        kinds = set()
         for elt in node.elts:
-            if not isinstance(elt, ast.Constant):
+            value = literal(elt)
+            if value is None or isinstance(value, bool):
                 raise self.fail(elt, "list items must be literal numbers or strings")
-            self.visit(elt, depth)
+            kinds.add(self.visit(elt, depth))
+        if len(kinds) > 1:
+            raise self.fail(node, "a list holds either numbers or strings, not both")
+        self.list_items[id(node)] = kinds.pop() if kinds else NULL
         return LIST
 
     visit_Tuple = visit_List
@@ -373,6 +379,9 @@ class _Checker:
                     raise self.fail(right_node, f"`{symbol}` needs a list or set, not a {right}")
                 if right == STR and left not in (STR, NULL):
                     raise self.fail(left_node, f"`{symbol}` a string needs a string, not a {left}")
+                items = self.list_items.get(id(right_node), STR if right == STRS else NULL)
+                if NULL not in (left, items) and left != items:
+                    raise self.fail(node, f"a {left} is never in a list of {items}s")
             elif symbol in ("<", "<=", ">", ">="):
                 ok = {left, right} <= {NUM, NULL} or {left, right} <= {STR, NULL}
                 if not ok:
@@ -381,6 +390,21 @@ class _Checker:
                 raise self.fail(node, f"a {left} is never equal to a {right}")
             left_node, left = right_node, right
         return BOOL
+
+
+def literal(node: ast.expr) -> Any:
+    """The value of a literal list item (a number, a negative number or a string), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float | str):
+        return node.value
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, int | float)
+        and not isinstance(node.operand.value, bool)
+    ):
+        return -node.operand.value
+    return None
 
 
 def _path(node: ast.expr) -> list[str] | None:
@@ -427,7 +451,7 @@ class _Gen:
         if isinstance(node, ast.Name):
             return repr(CONSTANT_NAMES[node.id])
         if isinstance(node, ast.List | ast.Tuple):
-            items = ", ".join(repr(e.value) for e in node.elts if isinstance(e, ast.Constant))
+            items = ", ".join(repr(literal(e)) for e in node.elts)
             return f"({items},)" if items else "()"
         if isinstance(node, ast.BoolOp):
             op = " and " if isinstance(node.op, ast.And) else " or "

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from rules.catalogue import LIST_DEFAULTS
-from rules.compiler import _ARITH, _CMP, CONSTANT_NAMES, Checked, _path
+from rules.compiler import _ARITH, _CMP, CONSTANT_NAMES, Checked, _path, literal
 from rules.functions import FUNCTIONS
 from state.windows import STATS_MEMBERS
 
@@ -77,7 +77,7 @@ class _Explainer:
         if isinstance(node, ast.Name):
             return CONSTANT_NAMES[node.id]
         if isinstance(node, ast.List | ast.Tuple):
-            return [e.value for e in node.elts if isinstance(e, ast.Constant)]
+            return [literal(e) for e in node.elts]
         if isinstance(node, ast.BoolOp):
             is_and = isinstance(node.op, ast.And)
             result: Any = None

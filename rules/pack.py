@@ -55,7 +55,15 @@ def parse_duration(value: Any, limit: float = MAX_WINDOW) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+def _clock_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError('write clock times in quotes, e.g. "22:00" (YAML reads 22:00 as a number)')
+    return value
+
+
+ClockTime = Annotated[
+    str, BeforeValidator(_clock_text), Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+]
 
 
 def _as_list(value: Any) -> Any:

@@ -532,3 +532,35 @@ def test_bad_expression_in_a_pack_is_a_rule_error(tmp_path: Path) -> None:
         run(tmp_path, alert("r", "event.amount ** 2 > 1"))
     (problem,) = info.value.problems
     assert problem.message == "operator ** (power) is not allowed"
+
+
+def test_lists_may_hold_negative_numbers(tmp_path: Path) -> None:
+    r = run(tmp_path, alert("neg", "event.amount - 20 in [-10, -5]"))
+    assert r.fired(event(amount=10.0)) == ["neg"]
+    assert r.fired(event(amount=12.0)) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('event.amount in ["a", "b"]', "a number is never in a list of strings"),
+        ("event.channel in [1, 2]", "a string is never in a list of numbers"),
+        ("event.amount in customer.products", "a number is never in a list of strings"),
+        ('event.channel in ["card", 2]', "a list holds either numbers or strings, not both"),
+        ("event.channel in [true]", "list items must be literal numbers or strings"),
+    ],
+)
+def test_list_membership_is_type_checked(source: str, message: str) -> None:
+    assert rejected(source).message == message
+
+
+def test_unquoted_clock_time_gets_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "q.yaml"
+    path.write_text(
+        "pack: q\nversion: 1\npolicy:\n  quiet_hours: {start: 22:00, end: '08:00'}\nrules:\n"
+        + alert("r", "event.amount > 1")
+    )
+    with pytest.raises(RuleError) as info:
+        load_rules([path])
+    assert 'write clock times in quotes, e.g. "22:00"' in str(info.value)
+    assert f"{path}:4:24:" in str(info.value)
