@@ -55,6 +55,8 @@ def parse_duration(value: Any, limit: float = MAX_WINDOW) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
 def _clock_text(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError('write clock times in quotes, e.g. "22:00" (YAML reads 22:00 as a number)')
