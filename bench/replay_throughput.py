@@ -232,14 +232,15 @@ def rate(events: int, timing: Timing) -> dict[str, Any]:
 
 def stream_file(customers: int, days: int, seed: int) -> Path:
     """The cached JSON Lines stream for these arguments (and this version of the simulator)."""
-    sim = hashlib.sha256((ROOT / "streams" / "simulate.py").read_bytes()).hexdigest()[:10]
+    sources = b"".join((ROOT / "streams" / f).read_bytes() for f in ("simulate.py", "anomalies.py"))
+    sim = hashlib.sha256(sources).hexdigest()[:10]
     path = DATA / f"sim-c{customers}-d{days}-s{seed}-{sim}.jsonl"
     if path.exists():
         log(f"reusing {path.relative_to(ROOT)}")
         return path
     DATA.mkdir(parents=True, exist_ok=True)
     for stale in DATA.glob(f"sim-c{customers}-d{days}-s{seed}-*.jsonl"):
-        log(f"removing {stale.name} (made by another version of streams/simulate.py)")
+        log(f"removing {stale.name} (made by another version of the simulator)")
         stale.unlink()
     log(f"simulating {customers:,} customers x {days} days (seed {seed}) -> {path.name}")
     started = time.perf_counter()

@@ -106,6 +106,7 @@ class Checked:
     source: str  # the parsed text (the expression inside parentheses)
     tree: ast.expr
     type: str
+    segments: dict[int, str] = field(default_factory=dict)  # node id -> its text, one line
     agg_refs: set[int] = field(default_factory=set)
     prior_refs: set[int] = field(default_factory=set)
     profile_refs: set[str] = field(default_factory=set)
@@ -135,6 +136,9 @@ def check(source: str, scope: Scope, *, want_bool: bool = True) -> Checked:
     checked = Checked(wrapped, tree.body, NULL)
     checker = _Checker(scope, checked, wrapped)
     checked.type = checker.visit(tree.body, 1)
+    for node in ast.walk(tree.body):  # the text of every part, for explanations
+        segment = ast.get_source_segment(wrapped, node) or ast.unparse(node)
+        checked.segments[id(node)] = " ".join(segment.split())
     if want_bool and checked.type not in (BOOL, NULL):
         raise checker.fail(
             tree.body,

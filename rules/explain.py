@@ -59,17 +59,16 @@ class Frame:
 def explain(checked: Checked, frame: Frame) -> list[Condition]:
     """The conditions of `checked` as evaluated on `frame`."""
     out: list[Condition] = []
-    _Explainer(checked.source, frame, out).leaf(checked.tree)  # a bare `x` is a condition too
+    _Explainer(checked.segments, frame, out).leaf(checked.tree)  # a bare `x` is a condition too
     return out
 
 
 class _Explainer:
-    def __init__(self, source: str, frame: Frame, out: list[Condition]) -> None:
-        self.source, self.frame, self.out = source, frame, out
+    def __init__(self, segments: dict[int, str], frame: Frame, out: list[Condition]) -> None:
+        self.segments, self.frame, self.out = segments, frame, out
 
     def text(self, node: ast.expr) -> str:
-        segment = ast.get_source_segment(self.source, node) or ast.unparse(node)
-        return " ".join(segment.split())
+        return self.segments.get(id(node)) or ast.unparse(node)
 
     def value(self, node: ast.expr, top: bool = False) -> Any:
         if isinstance(node, ast.Constant):

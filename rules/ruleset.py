@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from rules.catalogue import POLICY_PROFILE_FIELDS
 from rules.errors import RuleError, RuleProblem, SourcePos
@@ -29,11 +29,17 @@ from state.timezones import zone
 OnRuleError = Callable[[str, str], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class EventResult:
-    actions: list[Action] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
+    """What one event triggered. Shared instances: read it, do not change it."""
+
+    actions: tuple[Action, ...] = ()
+    decisions: tuple[Decision, ...] = ()
     duplicate: bool = False
+
+
+NOTHING: Final = EventResult()
+DUPLICATE: Final = EventResult(duplicate=True)
 
 
 class RuleSet:
@@ -74,7 +80,7 @@ class RuleSet:
         `now` is the event's time in epoch seconds (computed from `event.ts` if not given).
         """
         if not state.remember(_event_key(event.event_id)):
-            return EventResult(duplicate=True)
+            return DUPLICATE
         if now is None:
             now = event.ts.timestamp()
         if now > state.last_ts:
@@ -93,9 +99,12 @@ class RuleSet:
         customer_zone = zone(tz_name) if isinstance(tz_name, str) else None
         report = on_error if on_error is not None else _ignore
         candidates: list[tuple[CompiledPack, CompiledRule, Candidate, list[dict[str, Any]]]] = []
+        stored = state.aggregates
         for pack, program in self.by_type[event.type]:
             pz = customer_zone or pack.zone
-            data = pack.ensure_aggregates(state.aggregates, state.aggregates.get(pack.name))
+            data = stored.get(pack.name)
+            if data is None or data.get("#") != pack.signature:
+                data = pack.ensure_aggregates(stored, data)
             hit = program.fn(event, now, profile, pz, data, report)
             if hit is None:
                 continue
@@ -108,7 +117,7 @@ class RuleSet:
                 why = explain(rule.condition, frame)
                 candidates.append((pack, rule, _candidate(pack, rule, pz), why))
         if not candidates:
-            return EventResult()
+            return NOTHING
         consent = (profile.get("consent") or {}).get("marketing") is True
         decide([c for _, _, c, _ in candidates], state.ledger, event.customer_id, now, consent)
         return _outcomes(event, candidates)
@@ -118,14 +127,15 @@ def _outcomes(
     event: Event,
     candidates: list[tuple[CompiledPack, CompiledRule, Candidate, list[dict[str, Any]]]],
 ) -> EventResult:
-    result = EventResult()
+    actions: list[Action] = []
+    decisions: list[Decision] = []
     ts = event.ts.isoformat()
     ordered = sorted(candidates, key=lambda c: c[2].kind != "alert")
     for pack, rule, cand, why in ordered:
         spec = rule.spec
         aid = action_id(pack.name, pack.version, spec.id, event.event_id)
         emitted = cand.outcome == "emitted"
-        result.decisions.append(
+        decisions.append(
             Decision(
                 event_id=event.event_id,
                 customer_id=event.customer_id,
@@ -143,7 +153,7 @@ def _outcomes(
         if not emitted:
             continue
         offer = spec.offer.model_dump() if spec.offer is not None else None
-        result.actions.append(
+        actions.append(
             Action(
                 action_id=aid,
                 kind=spec.kind,
@@ -161,7 +171,7 @@ def _outcomes(
                 explanation=why,
             )
         )
-    return result
+    return EventResult(tuple(actions), tuple(decisions))
 
 
 def _candidate(pack: CompiledPack, rule: CompiledRule, pz: tzinfo) -> Candidate:

@@ -12,7 +12,7 @@ while applying one event, becomes a dead letter with the reason, and is counted.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +129,9 @@ class Engine:
             self.states.put(cid, state)
         return state
 
-    def _emit(self, out: BatchOutput, actions: list[Action], decisions: list[Decision]) -> None:
+    def _emit(
+        self, out: BatchOutput, actions: Sequence[Action], decisions: Sequence[Decision]
+    ) -> None:
         obs = self.observer
         for d in decisions:
             obs.decision(d.pack, d.rule_id, d.outcome, d.reason)

@@ -584,4 +584,4 @@ def test_ruleset_redelivered_event_decides_nothing(ruleset: RuleSet) -> None:
     first = ruleset.apply(c.state, decode_event(json.dumps(doc)))
     assert [d.outcome for d in first.decisions] == ["emitted"]
     again = ruleset.apply(c.state, decode_event(json.dumps(doc)))
-    assert again.duplicate and again.decisions == [] and again.actions == []
+    assert again.duplicate and not again.decisions and not again.actions
