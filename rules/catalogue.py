@@ -12,6 +12,16 @@ from rules.functions import BOOL, CONSENT, NUM, STR, STRS
 
 _COMMON: Final = {"event_id": STR, "customer_id": STR, "ts": NUM, "type": STR}
 
+PROFILE_FIELDS: Final[dict[str, str]] = {
+    "home_country": STR,
+    "segment": STR,
+    "birth_date": STR,
+    "timezone": STR,
+    "products": STRS,
+    "consent": CONSENT,
+}
+"""Profile fields every pack may read. A pack declares others under `profile_fields:`."""
+
 EVENT_FIELDS: Final[dict[str, dict[str, str]]] = {
     "transaction": {
         **_COMMON,
@@ -41,26 +51,9 @@ EVENT_FIELDS: Final[dict[str, dict[str, str]]] = {
         "offer_id": STR,
         "page": STR,
     },
-    "profile": {
-        **_COMMON,
-        "home_country": STR,
-        "segment": STR,
-        "birth_date": STR,
-        "timezone": STR,
-        "products": STRS,
-        "consent": CONSENT,
-    },
+    "profile": {**_COMMON, **PROFILE_FIELDS},
 }
 
-PROFILE_FIELDS: Final[dict[str, str]] = {
-    "home_country": STR,
-    "segment": STR,
-    "birth_date": STR,
-    "timezone": STR,
-    "products": STRS,
-    "consent": CONSENT,
-}
-"""Profile fields every pack may read. A pack declares others under `profile_fields:`."""
 
 LIST_DEFAULTS: Final = frozenset({"products"})
 """Profile lists that read as empty (not null) for a customer who has none recorded."""

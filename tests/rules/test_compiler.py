@@ -3,10 +3,8 @@ is accepted, and what a rule does at run time with missing values and bad arithm
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,9 @@ from rules.catalogue import PROFILE_FIELDS
 from rules.compiler import AggregateRef, ExprError, Scope, check
 from rules.errors import RuleError
 from rules.ruleset import EventResult, RuleSet, load_rules
-from state.events import Event, decode_event
+from state.events import Event
 from state.model import CustomerState
+from tests.factories import make_event
 
 # --- factories --------------------------------------------------------------------------
 
@@ -40,26 +39,9 @@ def rejected(source: str, **kw: Any) -> ExprError:
     return info.value
 
 
-_ids = itertools.count()
-T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
-
-
 def event(kind: str = "transaction", at: float = 0.0, **fields: Any) -> Event:
     """A decoded event `at` seconds after T0, with the fields its type requires."""
-    required: dict[str, Any] = {
-        "transaction": {"amount": 10.0, "direction": "debit", "channel": "card"},
-        "interaction": {"channel": "app", "action": "login"},
-        "profile": {},
-    }[kind]
-    body = {
-        "type": kind,
-        "event_id": f"e{next(_ids)}",
-        "customer_id": "c1",
-        "ts": (T0 + timedelta(seconds=at)).isoformat(),
-        **required,
-        **fields,
-    }
-    return decode_event(json.dumps(body))
+    return make_event(kind, at, **fields)
 
 
 def pack_file(tmp_path: Path, rules: str, aggregates: str = "", name: str = "p") -> Path:

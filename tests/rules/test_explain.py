@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import ast
-import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ from rules.compiler import Checked
 from rules.explain import Frame, explain
 from rules.outcomes import Decision
 from rules.ruleset import RuleSet, load_rules
-from state.events import Event, decode_event
+from state.events import Event
 from state.model import CustomerState
+from tests.factories import T0, make_event
 
 PACK = """\
 pack: x
@@ -68,25 +68,9 @@ rules:
     when: 'event.home_country == null and customer.consent.marketing'
 """
 
-T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
-_ids = itertools.count()
-
 
 def event(kind: str = "transaction", minute: float = 0.0, **fields: Any) -> Event:
-    required: dict[str, Any] = {
-        "transaction": {"amount": 10.0, "direction": "debit", "channel": "card"},
-        "interaction": {"channel": "app", "action": "login"},
-        "profile": {},
-    }[kind]
-    body = {
-        "type": kind,
-        "event_id": f"e{next(_ids)}",
-        "customer_id": "c1",
-        "ts": (T0 + timedelta(minutes=minute)).isoformat(),
-        **required,
-        **fields,
-    }
-    return decode_event(json.dumps(body))
+    return make_event(kind, minute * 60, **fields)
 
 
 class Customer:
