@@ -33,6 +33,9 @@ class Observer(Protocol):
     def rules_loaded(self, packs: dict[str, int]) -> None:
         """The packs now running, by name, with their versions."""
 
+    def late_events(self, count: int) -> None:
+        """Events applied after events of their partition with later event times."""
+
 
 class NoopObserver:
     """Reports nothing."""
@@ -56,6 +59,9 @@ class NoopObserver:
         pass
 
     def rules_loaded(self, packs: dict[str, int]) -> None:
+        pass
+
+    def late_events(self, count: int) -> None:
         pass
 
 
@@ -98,6 +104,11 @@ class PrometheusObserver:
             ["pack", "version"],
             registry=r,
         )
+        self._late = Counter(
+            "crm_late_events",
+            "Events applied after events of their partition with later event times.",
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], Counter] = {}
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
@@ -129,3 +140,6 @@ class PrometheusObserver:
         self._packs.clear()
         for name, version in packs.items():
             self._packs.labels(name, str(version)).set(1)
+
+    def late_events(self, count: int) -> None:
+        self._late.inc(count)

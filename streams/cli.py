@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from pydantic import ValidationError
+
 from connectors.base import NullSink, Sink
 from connectors.files import JsonLinesSink
 from rules.errors import RuleError
@@ -21,6 +24,7 @@ from rules.ruleset import RuleSet, load_rules
 from state.store import MemoryStore, RocksStore, StateCache, Store, expire_idle
 from streams.engine import Engine
 from streams.replay import DEFAULT_BATCH, Outputs, Progress, file_records, replay
+from streams.settings import Settings, load_settings
 
 DEFAULT_PACKS = Path(__file__).resolve().parent.parent / "rules" / "packs"
 
@@ -131,7 +135,68 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", metavar="DIR", help="also write actions and decisions here")
     d.set_defaults(run=_demo)
+    w = sub.add_parser("worker", help="run a Kafka worker (Faust) with the engine")
+    _kafka_flags(w)
+    w.add_argument("--rules", action="append", metavar="PATH", help="pack file or folder")
+    w.add_argument("--state-dir", metavar="DIR", help="local RocksDB state (default var/state)")
+    w.add_argument("--processing-guarantee", choices=["at_least_once", "exactly_once"])
+    w.add_argument("--web-port", type=int, metavar="PORT", help="/metrics port (0: off)")
+    w.set_defaults(run=_worker)
+
+    topics = sub.add_parser("topics", help="manage the worker's Kafka topics").add_subparsers(
+        title="topics commands", metavar="COMMAND"
+    )
+    tc = topics.add_parser("create", help="create the input, output and state topics")
+    _kafka_flags(tc)
+    tc.set_defaults(run=_topics_create)
     return parser
+
+
+def _kafka_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings file (YAML); also CRM_CONFIG")
+    p.add_argument("--brokers", metavar="HOST:PORT", help="bootstrap servers (CRM_BROKERS)")
+    p.add_argument("--app-id", metavar="ID", help="consumer group and state prefix")
+    p.add_argument("--partitions", type=int, metavar="N", help="partitions per topic")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "brokers": args.brokers,
+        "app_id": args.app_id,
+        "partitions": args.partitions,
+        "rules": getattr(args, "rules", None),
+        "state_dir": getattr(args, "state_dir", None),
+        "processing_guarantee": getattr(args, "processing_guarantee", None),
+        "web_port": getattr(args, "web_port", None),
+    }
+    try:
+        return load_settings(args.config, **overrides)
+    except (ValidationError, ValueError) as exc:
+        raise UsageError(f"settings: {exc}") from None
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    from streams.topics import create_topics
+
+    settings = _settings(args)
+    try:
+        result = create_topics(settings)
+    except (RuntimeError, KafkaException) as exc:
+        print(f"crm-triggers: {exc}", file=sys.stderr)
+        return 1
+    for name, status in result.items():
+        print(f"{status:8} {name} ({settings.partitions} partitions)")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streams.agent import run_worker
+
+    settings = _settings(args)
+    if not settings.rules:
+        raise UsageError("no rules: pass --rules PATH or set rules in the settings")
+    ruleset = _load(settings.rules)
+    return run_worker(settings, ruleset)
 
 
 def _sink(target: str | None, default: Sink | None = None) -> Sink:

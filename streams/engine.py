@@ -41,6 +41,11 @@ class BatchOutput:
     actions: list[bytes] = field(default_factory=list)
     decisions: list[bytes] = field(default_factory=list)
     dead_letters: list[bytes] = field(default_factory=list)
+    # for routing to topics: (kind, customer id) per action, customer id per decision and
+    # per dead letter (None when unreadable), in the same order as the lists above
+    action_keys: list[tuple[str, str]] = field(default_factory=list)
+    decision_keys: list[str] = field(default_factory=list)
+    dead_letter_keys: list[str | None] = field(default_factory=list)
     events: int = 0
     processed: int = 0
     duplicates: int = 0
@@ -136,9 +141,11 @@ class Engine:
         for d in decisions:
             obs.decision(d.pack, d.rule_id, d.outcome, d.reason)
             out.decisions.append(to_json(d))
+            out.decision_keys.append(d.customer_id)
         for a in actions:
             obs.action(a.kind, a.pack)
             out.actions.append(to_json(a))
+            out.action_keys.append((a.kind, a.customer_id))
 
     def _dead(
         self,
@@ -154,6 +161,7 @@ class Engine:
         out.dead_letters.append(
             msgspec.json.encode(dead_letter(record, reason, error, customer_id))
         )
+        out.dead_letter_keys.append(customer_id)
 
 
 def dead_letter(record: Record, reason: str, error: str, customer_id: str | None) -> DeadLetter:

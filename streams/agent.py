@@ -1,0 +1,267 @@
+"""The Kafka worker: a Faust agent over the input topics, state in a RocksDB-backed table.
+
+This is the only module that knows Faust. Per batch taken from the input topics it:
+1. buffers the records in the event-time merger (streams/merge.py) and takes what is ready;
+2. per partition, in order, runs them through the same Engine as replay, with customer
+   state in the Faust table (RocksDB through rocksdict, changelog in Kafka): each customer
+   is read once and written once per batch, so one changelog message per customer per batch;
+3. sends actions, decisions and dead letters to their topics, then acks the input records.
+Offsets are committed by Faust only up to acked records, after the producer is flushed
+(at-least-once), or inside the Kafka transaction (exactly-once). Records still waiting in
+the merger are not acked, so a crash or a rebalance never loses them.
+
+No exception from one event reaches Faust (which would ack and drop the message): the
+Engine turns it into a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import faust
+import msgspec
+from faust.streams import Stream, _current_event
+from faust.types import TP, EventT, StreamT
+
+from monitoring.metrics import PrometheusObserver
+from rules.ruleset import RuleSet
+from state.store import StateCache
+from streams.engine import BatchOutput, Engine, Record
+from streams.merge import EventTimeMerger, Released
+from streams.settings import STATE_TABLE, Settings
+
+log = logging.getLogger("crm_triggers.worker")
+
+TIE_ORDER = ("profile", "interaction", "transaction")
+
+
+class _Timestamp(msgspec.Struct):
+    ts: str | None = None
+
+
+_ts_decoder = msgspec.json.Decoder(_Timestamp)
+
+
+def event_time(raw: bytes, fallback: float) -> float:
+    """The event time of a raw input record, cheaply; `fallback` if it has none we can read."""
+    try:
+        ts = _ts_decoder.decode(raw).ts
+        if ts is not None:
+            from datetime import datetime
+
+            return datetime.fromisoformat(ts).timestamp()
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
+        pass
+    return fallback
+
+
+class TableStore:
+    """The Store protocol over a Faust table of encoded customer states.
+
+    Faust's RocksDB store picks the partition database (and the changelog partition) from
+    the current event; the worker sets it to an event of the partition being processed.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, customer_id: str) -> bytes | None:
+        value: bytes | None = self.table.get(customer_id.encode())
+        return value
+
+    def write(self, updates: Mapping[str, bytes | None]) -> None:
+        for key, value in updates.items():
+            if value is None:
+                self.table.pop(key.encode(), None)
+            else:
+                self.table[key.encode()] = value
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        for key, value in self.table.items():
+            yield key.decode(), value
+
+    def close(self) -> None:
+        pass
+
+
+class Worker:
+    """Wires settings, rules and observer into a Faust app."""
+
+    def __init__(self, settings: Settings, rules: RuleSet, observer: PrometheusObserver) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.observer = observer
+        self.app = build_app(settings)
+        self.table = self.app.Table(
+            STATE_TABLE,
+            partitions=settings.partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+            options={
+                "driver": "rocksdict",
+                "block_cache_size": 32 * 1024 * 1024,
+                "write_buffer_size": 16 * 1024 * 1024,
+            },
+        )
+        types = settings.topics.inputs()
+        self.types = types
+        self.rank = sorted(types, key=lambda t: TIE_ORDER.index(types[t]))
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.inputs = self.app.topic(*types, partitions=settings.partitions, **raw)
+        t = settings.topics
+        self.out = {name: self.app.topic(name, **raw) for name in t.outputs()}
+        self.merger: EventTimeMerger[EventT[Any]] = EventTimeMerger(
+            self.rank, settings.max_task_idle_ms / 1000
+        )
+        self.engine = Engine(
+            rules,
+            StateCache(TableStore(self.table), capacity=0),
+            observer,
+            state_ttl=settings.state_ttl_days * 86400,
+        )
+        self.last_offset: dict[tuple[str, int], int] = {}
+        self.lock = asyncio.Lock()
+        self.stream: Stream[Any] | None = None
+        self.app.agent(self.inputs, name="crm-triggers")(self._agent)
+        self.app.timer(max(settings.max_task_idle_ms / 1000, 0.01))(self._tick)
+        self.app.on_partitions_revoked.connect(self._revoked)
+
+    async def _agent(self, stream: StreamT[Any]) -> None:
+        assert isinstance(stream, Stream)  # noack_take is on the implementation
+        self.stream = stream
+        wait = self.settings.batch_wait_ms / 1000 or 0.001
+        async for events in stream.noack_take(self.settings.batch_size, within=wait):
+            async with self.lock:
+                for event in events:
+                    message = event.message
+                    ts = event_time(message.value, message.timestamp or 0.0)
+                    self.merger.add(message.topic, message.partition, ts, event)
+                    self.last_offset[message.topic, message.partition] = message.offset
+                await self._process(self.merger.ready(self._caught_up))
+
+    async def _tick(self) -> None:
+        """Release what has waited long enough even when no new records arrive."""
+        if self.stream is None or not len(self.merger):
+            return
+        async with self.lock:
+            await self._process(self.merger.ready(self._caught_up))
+
+    async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+        async with self.lock:
+            dropped = self.merger.forget({tp.partition for tp in revoked})
+        if dropped:
+            log.info("partitions revoked: %d buffered records left to the new owner", len(dropped))
+
+    def _caught_up(self, topic: str, partition: int) -> bool:
+        try:
+            highwater = self.app.consumer.highwater(TP(topic, partition))
+        except (KeyError, AttributeError):
+            return False
+        if highwater is None:
+            return False
+        last = self.last_offset.get((topic, partition))
+        return highwater == 0 or (last is not None and last + 1 >= highwater)
+
+    async def _process(self, released: list[Released[EventT[Any]]]) -> None:
+        if not released:
+            return
+        by_partition: dict[int, list[Released[EventT[Any]]]] = defaultdict(list)
+        for r in released:
+            by_partition[r.partition].append(r)
+        for partition_records in by_partition.values():
+            events = [r.item for r in partition_records]
+            # Faust's table and producer take the partition from the current event.
+            token = _current_event.set(weakref.ref(events[-1]))
+            try:
+                records = [
+                    Record(
+                        e.message.value or b"",
+                        f"{e.message.topic}/{e.message.partition}@{e.message.offset}",
+                    )
+                    for e in events
+                ]
+                out = self.engine.process(records)
+                await self._send(out)
+            finally:
+                _current_event.reset(token)
+            late = sum(1 for r in partition_records if r.late)
+            if late:
+                self.observer.late_events(late)
+            assert self.stream is not None
+            for e in events:
+                await self.stream.ack(e)
+
+    async def _send(self, out: BatchOutput) -> None:
+        t = self.settings.topics
+        for value, (kind, key) in zip(out.actions, out.action_keys, strict=True):
+            topic = self.out[t.alerts if kind == "alert" else t.offers]
+            await topic.send(key=key.encode(), value=value)
+        for value, key in zip(out.decisions, out.decision_keys, strict=True):
+            await self.out[t.decisions].send(key=key.encode(), value=value)
+        for value, maybe_key in zip(out.dead_letters, out.dead_letter_keys, strict=True):
+            dlq_key = maybe_key.encode() if maybe_key else None
+            await self.out[t.dlq].send(key=dlq_key, value=value)
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The Faust app for these settings (aiokafka transport, RocksDB tables, no auto topics)."""
+    conf: dict[str, Any] = {
+        "broker": [f"kafka://{b}" for b in settings.bootstrap()],
+        "store": "rocksdb://",
+        "datadir": str(settings.state_dir),
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "topic_partitions": settings.partitions,
+        "processing_guarantee": settings.processing_guarantee,
+        "web_enabled": False,
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "stream_wait_empty": False,
+    }
+    credentials = broker_credentials(settings)
+    if credentials is not None:
+        conf["broker_credentials"] = credentials
+    return faust.App(settings.app_id, **conf)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for the configured security, or None for PLAINTEXT."""
+    sec = settings.kafka
+    if sec.security_protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if sec.security_protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=sec.ssl_cafile)
+        if sec.ssl_certfile is not None:
+            ssl_context.load_cert_chain(sec.ssl_certfile, sec.ssl_keyfile)
+    if sec.security_protocol.startswith("SASL"):
+        password = sec.sasl_password.get_secret_value() if sec.sasl_password else None
+        return faust.SASLCredentials(
+            username=sec.sasl_username,
+            password=password,
+            mechanism=sec.sasl_mechanism or "PLAIN",
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def run_worker(settings: Settings, rules: RuleSet) -> int:
+    """Run a worker until it is stopped (SIGINT/SIGTERM); serves /metrics on web_port."""
+    from prometheus_client import start_http_server
+
+    observer = PrometheusObserver()
+    if settings.web_port:
+        start_http_server(settings.web_port, registry=observer.registry)
+        log.info("metrics on http://0.0.0.0:%d/metrics", settings.web_port)
+    worker = Worker(settings, rules, observer)
+    faust_worker = faust.Worker(worker.app, loglevel="INFO", quiet=True)
+    faust_worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,82 @@
+"""Creating the worker's topics with confluent-kafka's AdminClient (`crm-triggers topics create`).
+
+The worker never creates topics itself (faust runs with `topic_allow_declare=False`): inputs,
+outputs and the state changelog all need the configured partition count, and the changelog
+is compacted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def plan(settings: Settings) -> list[TopicPlan]:
+    """Every topic the worker needs, with its partitions and configuration."""
+    n = settings.partitions
+    plain: dict[str, str] = {}
+    topics = [
+        TopicPlan(t, n, plain) for t in [*settings.topics.inputs(), *settings.topics.outputs()]
+    ]
+    topics.append(TopicPlan(settings.changelog_topic(), n, {"cleanup.policy": "compact"}))
+    return topics
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    conf = {"bootstrap.servers": settings.brokers, **settings.kafka.librdkafka()}
+    return AdminClient(conf)
+
+
+def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Create the topics that do not exist yet. Returns topic -> "created" or "exists".
+
+    Raises RuntimeError naming the topic if one cannot be created, or if an existing topic has
+    a different partition count (co-partitioning would silently break).
+    """
+    admin = admin_client(settings)
+    wanted = plan(settings)
+    existing = admin.list_topics(timeout=timeout).topics
+    result: dict[str, str] = {}
+    todo: list[NewTopic] = []
+    for t in wanted:
+        meta = existing.get(t.name)
+        if meta is not None and meta.error is None:
+            have = len(meta.partitions)
+            if have != t.partitions:
+                raise RuntimeError(
+                    f"topic {t.name} has {have} partitions, the configuration says {t.partitions}"
+                )
+            result[t.name] = "exists"
+            continue
+        todo.append(
+            NewTopic(
+                t.name,
+                num_partitions=t.partitions,
+                replication_factor=settings.replication_factor,
+                config=t.config,
+            )
+        )
+    if todo:
+        for name, future in admin.create_topics(todo, operation_timeout=timeout).items():
+            try:
+                future.result(timeout=timeout)
+                result[name] = "created"
+            except KafkaException as exc:
+                error = exc.args[0]
+                if getattr(error, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                    result[name] = "exists"
+                else:
+                    raise RuntimeError(f"cannot create topic {name}: {error}") from None
+    return result
