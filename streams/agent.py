@@ -100,8 +100,8 @@ class Worker:
         self.table = self.app.Table(
             STATE_TABLE,
             partitions=settings.partitions,
-            key_serializer="raw",
-            value_serializer="raw",
+            key_type=bytes,
+            value_type=bytes,
             options={
                 "driver": "rocksdict",
                 "block_cache_size": 32 * 1024 * 1024,
@@ -116,7 +116,9 @@ class Worker:
         t = settings.topics
         self.out = {name: self.app.topic(name, **raw) for name in t.outputs()}
         self.merger: EventTimeMerger[EventT[Any]] = EventTimeMerger(
-            self.rank, settings.max_task_idle_ms / 1000
+            self.rank,
+            settings.max_task_idle_ms / 1000,
+            max_lag_wait=settings.max_lag_wait_ms / 1000,
         )
         self.engine = Engine(
             rules,
@@ -158,15 +160,22 @@ class Worker:
         if dropped:
             log.info("partitions revoked: %d buffered records left to the new owner", len(dropped))
 
-    def _caught_up(self, topic: str, partition: int) -> bool:
+    def _caught_up(self, topic: str, partition: int) -> bool | None:
+        """True if this worker has every record the broker holds for the partition, False if
+        the broker holds records it has not received yet, None if that is not known."""
+        tp = TP(topic, partition)
         try:
-            highwater = self.app.consumer.highwater(TP(topic, partition))
-        except (KeyError, AttributeError):
-            return False
+            highwater = self.app.consumer.highwater(tp)
+        except (KeyError, AttributeError, AssertionError):
+            return None
         if highwater is None:
-            return False
+            return None
         last = self.last_offset.get((topic, partition))
-        return highwater == 0 or (last is not None and last + 1 >= highwater)
+        if last is not None:
+            return last + 1 >= highwater
+        consumer: Any = self.app.consumer  # faust keeps the committed offsets it started from
+        committed = consumer._committed_offset.get(tp)
+        return highwater <= (committed or 0)
 
     async def _process(self, released: list[Released[EventT[Any]]]) -> None:
         if not released:
@@ -223,6 +232,8 @@ def build_app(settings: Settings) -> faust.App:
         "producer_acks": -1,
         "consumer_auto_offset_reset": "earliest",
         "stream_wait_empty": False,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
     }
     credentials = broker_credentials(settings)
     if credentials is not None:

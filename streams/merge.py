@@ -8,15 +8,17 @@ the consumer delivers, per partition p and topic, and releases records in event-
 - While every topic of partition p has a buffered record, the one with the oldest event time
   goes first (ties: profiles, then interactions, then transactions, so a consent change
   applies before a payment stamped the same instant).
-- While a topic of partition p has nothing buffered, records of p wait, unless that topic is
-  caught up (the consumer has read everything the broker had for it, so nothing older can be
-  on its way), or the oldest waiting record has waited `max_idle` seconds (wall time); then
-  the oldest buffered record goes anyway. Kafka Streams calls this `max.task.idle.ms`.
+- While a topic of partition p has nothing buffered, records of p wait: not at all if that
+  topic is caught up (the worker has everything the broker had for it, so nothing older
+  can be on its way); up to `max_lag_wait` seconds if the broker is known to hold records
+  the worker has not received yet (they are being fetched); up to `max_idle` seconds when
+  that is not known. Then the oldest buffered record goes anyway. Kafka Streams calls the
+  latter `max.task.idle.ms`.
 
-The guarantee: a customer's events are applied in event-time order whenever they reach the
-worker within `max_idle` of each other. An event that arrives later than that, behind
-events of its partition with later event times, is still processed (never dropped), after
-them, and reported as late.
+The guarantee: a customer's events are applied in event-time order whenever they are in
+Kafka before the worker has waited those bounds for them. An event that arrives later than
+that, behind events of its partition with later event times, is still processed (never
+dropped), after them, and counted as late (`crm_late_events_total`).
 
 Nothing here knows Faust: the worker feeds it records and asks what is ready.
 """
@@ -31,7 +33,8 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-CaughtUp = Callable[[str, int], bool]
+CaughtUp = Callable[[str, int], bool | None]
+"""(topic, partition) -> True: caught up; False: records known to be on their way; None: unknown."""
 
 
 @dataclass(order=True)
@@ -60,8 +63,10 @@ class EventTimeMerger(Generic[T]):
         topics: list[str],
         max_idle: float,
         clock: Callable[[], float] = time.monotonic,
+        max_lag_wait: float = 5.0,
     ) -> None:
-        """`topics` in tie-break order (first wins a tie); `max_idle` in seconds."""
+        """`topics` in tie-break order (first wins a tie); times in seconds."""
+        self.max_lag_wait = max_lag_wait
         self.topics = list(topics)
         self.rank = {t: i for i, t in enumerate(self.topics)}
         self.max_idle = max_idle
@@ -127,6 +132,10 @@ class EventTimeMerger(Generic[T]):
         empty = [t for t, q in queues.items() if not q]
         if not empty:
             return True
-        if caught_up is not None and all(caught_up(t, partition) for t in empty):
+        states = [caught_up(t, partition) if caught_up else None for t in empty]
+        if all(state is True for state in states):
             return True
-        return now - min(e.arrived for e in heads) >= self.max_idle
+        waited = now - min(e.arrived for e in heads)
+        if any(state is False for state in states):
+            return waited >= self.max_lag_wait
+        return waited >= self.max_idle

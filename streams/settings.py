@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     max_task_idle_ms: int = Field(
         50, ge=0, description="longest wait for an empty input partition (event-time order)"
     )
+    max_lag_wait_ms: int = Field(
+        5000, ge=0, description="longest wait for records known to be on their way"
+    )
     state_ttl_days: float = Field(730, gt=0)
     web_port: int = Field(6066, ge=0, description="HTTP port for /metrics (0: off)")
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)

@@ -91,3 +91,17 @@ def test_forget_returns_the_unprocessed_records_of_revoked_partitions() -> None:
     m.add("transactions", 3, 1.0, "b")
     dropped = m.forget({3})
     assert items(dropped) == ["b"] and len(m) == 1
+
+
+def test_a_topic_known_to_have_unread_records_is_waited_for_longer() -> None:
+    clock = Clock()
+    m: EventTimeMerger[str] = EventTimeMerger(TOPICS, 0.05, clock, max_lag_wait=2.0)
+    m.add("transactions", 0, 10.0, "t10")
+
+    def lagging(topic: str, partition: int) -> bool:
+        return topic != "profiles"
+
+    clock.now = 1.0
+    assert m.ready(lagging) == []  # profiles has records on their way: keep waiting
+    clock.now = 2.0
+    assert items(m.ready(lagging)) == ["t10"]  # the bound is reached: go anyway

@@ -1,0 +1,151 @@
+"""The Kafka worker on a real broker gives exactly what `crm-triggers replay` gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from streams.cli import main
+from streams.settings import Settings, Topics
+from streams.topics import create_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKS = ROOT / "rules" / "packs"
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A simulated stream and what replay makes of it."""
+    folder = tmp_path_factory.mktemp("parity")
+    events = folder / "events.jsonl"
+    actions, decisions = folder / "actions.jsonl", folder / "decisions.jsonl"
+    argv = ["simulate", "--customers", "150", "--days", "10", "--seed", "5", "--out", str(events)]
+    assert main(argv) == 0
+    bad = [b"not json", b'{"type": "transaction", "event_id": "bad-1"}']
+    assert main(["replay", "--rules", str(PACKS), "--events", str(events), "--actions",
+                 str(actions), "--decisions", str(decisions), "--quiet"]) == 0  # fmt: skip
+    return {
+        "events": [line for line in events.read_bytes().splitlines() if line],
+        "bad": bad,
+        "actions": {json.loads(line)["action_id"] for line in actions.read_text().splitlines()},
+        "decisions": {
+            _decision_key(json.loads(line)) for line in decisions.read_text().splitlines()
+        },
+    }
+
+
+def _decision_key(d: dict[str, Any]) -> tuple[Any, ...]:
+    return (d["event_id"], d["pack"], d["rule_id"], d["outcome"], d["reason"], d["action_id"])
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    topics = Topics(**{name: f"{prefix}.{name}" for name in Topics.model_fields})
+    s = Settings(brokers=kafka_bootstrap, app_id=prefix, topics=topics, partitions=4,
+                 rules=[str(PACKS)], state_dir=tmp_path / "state", web_port=0)  # fmt: skip
+    create_topics(s)
+    return s
+
+
+def worker_env(s: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"CRM_BROKERS": s.brokers, "CRM_APP_ID": s.app_id, "CRM_PARTITIONS": str(s.partitions),
+                "CRM_STATE_DIR": str(s.state_dir), "CRM_WEB_PORT": "0",
+                "CRM_RULES": json.dumps(s.rules)})  # fmt: skip
+    for name in Topics.model_fields:
+        env[f"CRM_TOPICS__{name.upper()}"] = getattr(s.topics, name)
+    return env
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT,
+                                env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def produce(s: Settings, events: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": s.brokers, "partitioner": "murmur2_random",
+                         "enable.idempotence": True})  # fmt: skip
+    by_type = {v: k for k, v in s.topics.inputs().items()}
+    for raw in events:
+        try:
+            event = json.loads(raw)
+            topic, key = by_type[event["type"]], str(event.get("customer_id", "")).encode()
+        except (ValueError, KeyError):
+            topic, key = s.topics.transactions, b"?"
+        producer.produce(topic, key=key, value=raw)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def collect(s: Settings, want_decisions: int, timeout: float = 120.0) -> dict[str, list[Any]]:
+    """Read the output topics until `want_decisions` decisions arrived and nothing more comes."""
+    consumer = Consumer({"bootstrap.servers": s.brokers, "group.id": f"check-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})  # fmt: skip
+    names = {s.topics.offers: "offers", s.topics.alerts: "alerts",
+             s.topics.decisions: "decisions", s.topics.dlq: "dlq"}  # fmt: skip
+    consumer.subscribe(list(names))
+    got: dict[str, list[Any]] = {n: [] for n in names.values()}
+    deadline, quiet_since = time.monotonic() + timeout, time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                done = len(got["decisions"]) >= want_decisions
+                if done and time.monotonic() - quiet_since > 3:
+                    break
+                continue
+            assert msg.error() is None, msg.error()
+            got[names[msg.topic()]].append(json.loads(msg.value()))
+            quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return got
+
+
+def test_worker_gives_the_same_actions_and_decisions_as_replay(
+    settings: Settings, scenario: dict[str, Any], start_worker: Any
+) -> None:
+    events: list[bytes] = scenario["events"]
+    half = len(events) // 2
+    produce(settings, events[:half] + scenario["bad"])  # before the worker starts...
+    start_worker()
+    time.sleep(2)
+    produce(settings, events[half:])  # ...and while it runs
+    got = collect(settings, len(scenario["decisions"]))
+    actions = {a["action_id"] for a in got["offers"] + got["alerts"]}
+    decisions = {_decision_key(d) for d in got["decisions"]}
+    assert decisions == scenario["decisions"]
+    assert actions == scenario["actions"]
+    assert len(got["decisions"]) == len(decisions)  # no duplicates in a clean run
+    assert {a["kind"] for a in got["alerts"]} == {"alert"}
+    assert {a["kind"] for a in got["offers"]} == {"offer"}
+    assert sorted(d["reason"] for d in got["dlq"]) == ["invalid_event", "malformed_json"]
