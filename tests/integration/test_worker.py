@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +34,23 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     argv = ["simulate", "--customers", "150", "--days", "10", "--seed", "5", "--out", str(events)]
     assert main(argv) == 0
     bad = [b"not json", b'{"type": "transaction", "event_id": "bad-1"}']
-    assert main(["replay", "--rules", str(PACKS), "--events", str(events), "--actions",
-                 str(actions), "--decisions", str(decisions), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "replay",
+                "--rules",
+                str(PACKS),
+                "--events",
+                str(events),
+                "--actions",
+                str(actions),
+                "--decisions",
+                str(decisions),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return {
         "events": [line for line in events.read_bytes().splitlines() if line],
         "bad": bad,
@@ -53,17 +69,31 @@ def _decision_key(d: dict[str, Any]) -> tuple[Any, ...]:
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topics = Topics(**{name: f"{prefix}.{name}" for name in Topics.model_fields})
-    s = Settings(brokers=kafka_bootstrap, app_id=prefix, topics=topics, partitions=4,
-                 rules=[str(PACKS)], state_dir=tmp_path / "state", web_port=0)  # fmt: skip
+    s = Settings(
+        brokers=kafka_bootstrap,
+        app_id=prefix,
+        topics=topics,
+        partitions=4,
+        rules=[str(PACKS)],
+        state_dir=tmp_path / "state",
+        web_port=0,
+    )
     create_topics(s)
     return s
 
 
 def worker_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"CRM_BROKERS": s.brokers, "CRM_APP_ID": s.app_id, "CRM_PARTITIONS": str(s.partitions),
-                "CRM_STATE_DIR": str(s.state_dir), "CRM_WEB_PORT": "0",
-                "CRM_RULES": json.dumps(s.rules)})  # fmt: skip
+    env.update(
+        {
+            "CRM_BROKERS": s.brokers,
+            "CRM_APP_ID": s.app_id,
+            "CRM_PARTITIONS": str(s.partitions),
+            "CRM_STATE_DIR": str(s.state_dir),
+            "CRM_WEB_PORT": "0",
+            "CRM_RULES": json.dumps(s.rules),
+        }
+    )
     for name in Topics.model_fields:
         env[f"CRM_TOPICS__{name.upper()}"] = getattr(s.topics, name)
     return env
@@ -72,15 +102,26 @@ def worker_env(s: Settings) -> dict[str, str]:
 @pytest.fixture
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
+    logs = contextlib.ExitStack()
 
     def start() -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT,
-                                env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        log = logs.enter_context((tmp_path / f"worker-{len(procs)}.log").open("wb"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=ROOT,
+            env=worker_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(proc)
         return proc
 
     yield start
+    with logs:
+        stop_all(procs)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -92,8 +133,13 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Any]:
 
 
 def produce(s: Settings, events: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": s.brokers, "partitioner": "murmur2_random",
-                         "enable.idempotence": True})  # fmt: skip
+    producer = Producer(
+        {
+            "bootstrap.servers": s.brokers,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+        }
+    )
     by_type = {v: k for k, v in s.topics.inputs().items()}
     for raw in events:
         try:
@@ -108,10 +154,20 @@ def produce(s: Settings, events: list[bytes]) -> None:
 
 def collect(s: Settings, want_decisions: int, timeout: float = 120.0) -> dict[str, list[Any]]:
     """Read the output topics until `want_decisions` decisions arrived and nothing more comes."""
-    consumer = Consumer({"bootstrap.servers": s.brokers, "group.id": f"check-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})  # fmt: skip
-    names = {s.topics.offers: "offers", s.topics.alerts: "alerts",
-             s.topics.decisions: "decisions", s.topics.dlq: "dlq"}  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.brokers,
+            "group.id": f"check-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    names = {
+        s.topics.offers: "offers",
+        s.topics.alerts: "alerts",
+        s.topics.decisions: "decisions",
+        s.topics.dlq: "dlq",
+    }
     consumer.subscribe(list(names))
     got: dict[str, list[Any]] = {n: [] for n in names.values()}
     deadline, quiet_since = time.monotonic() + timeout, time.monotonic()
