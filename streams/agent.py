@@ -5,7 +5,8 @@ This is the only module that knows Faust. Per batch taken from the input topics 
 2. per partition, in order, runs them through the same Engine as replay, with customer
    state in the Faust table (RocksDB through rocksdict, changelog in Kafka): each customer
    is read once and written once per batch, so one changelog message per customer per batch;
-3. sends actions, decisions and dead letters to their topics, then acks the input records.
+3. sends actions, decisions and dead letters to their topics and waits until Kafka has them,
+   then writes the changed states (table and changelog), then acks the input records.
 Offsets are committed by Faust only up to acked records, after the producer is flushed
 (at-least-once), or inside the Kafka transaction (exactly-once). Records still waiting in
 the merger are not acked, so a crash or a rebalance never loses them.
@@ -195,8 +196,13 @@ class Worker:
                     )
                     for e in events
                 ]
-                out = self.engine.process(records)
+                # Outputs reach Kafka before the state that remembers these events does:
+                # after a crash in between, the events run again and resend the same
+                # action ids (at-least-once) rather than being skipped as already seen.
+                out = self.engine.process(records, flush=False)
                 await self._send(out)
+                await self.app.producer.flush()
+                self.engine.states.flush()
             finally:
                 _current_event.reset(token)
             late = sum(1 for r in partition_records if r.late)

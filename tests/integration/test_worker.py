@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from rules.ruleset import load_rules
+from state.store import MemoryStore, StateCache
 from streams.cli import main
+from streams.engine import Engine, Record
 from streams.settings import Settings, Topics
 from streams.topics import create_topics
 
@@ -58,7 +62,20 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "decisions": {
             _decision_key(json.loads(line)) for line in decisions.read_text().splitlines()
         },
+        "decision_events": [
+            json.loads(line)["event_id"] for line in decisions.read_text().splitlines()
+        ],
     }
+
+
+def _replay_decisions(events: list[bytes]) -> set[tuple[Any, ...]]:
+    engine = Engine(load_rules([PACKS]), StateCache(MemoryStore()))
+    out = engine.process([Record(raw) for raw in events])
+    return {_decision_key(json.loads(d)) for d in out.decisions}
+
+
+def _ids(events: list[bytes]) -> list[str]:
+    return [json.loads(raw)["event_id"] for raw in events]
 
 
 def _decision_key(d: dict[str, Any]) -> tuple[Any, ...]:
@@ -205,3 +222,44 @@ def test_worker_gives_the_same_actions_and_decisions_as_replay(
     assert {a["kind"] for a in got["alerts"]} == {"alert"}
     assert {a["kind"] for a in got["offers"]} == {"offer"}
     assert sorted(d["reason"] for d in got["dlq"]) == ["invalid_event", "malformed_json"]
+
+
+def test_a_worker_killed_mid_stream_loses_no_action(
+    settings: Settings, scenario: dict[str, Any], start_worker: Any
+) -> None:
+    produce(settings, scenario["events"])
+    worker = start_worker()
+    deadline = time.monotonic() + 60
+    seen = 0
+    while time.monotonic() < deadline and seen < len(scenario["decisions"]) // 3:
+        seen = len(collect(settings, 0, timeout=2)["decisions"])
+    assert 0 < seen < len(scenario["decisions"]), "kill the worker mid-stream"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    start_worker()
+    got = collect(settings, len(scenario["decisions"]))
+    assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
+    ids = [a["action_id"] for a in got["offers"] + got["alerts"]]
+    assert set(ids) == scenario["actions"]  # every action, and any duplicate is the same id
+
+
+def test_a_worker_that_lost_its_disk_restores_state_from_the_changelog(
+    settings: Settings, scenario: dict[str, Any], start_worker: Any
+) -> None:
+    events: list[bytes] = scenario["events"]
+    half = len(events) // 2
+    produce(settings, events[:half])
+    first = start_worker()
+    first_half = set(_ids(events[:half]))
+    want = sum(1 for e in scenario["decision_events"] if e in first_half)
+    # The second half alone decides differently: the test needs the restored state.
+    fresh = {k for k in _replay_decisions(events[half:]) if k[0] not in first_half}
+    assert fresh != {k for k in scenario["decisions"] if k[0] not in first_half}
+    collect(settings, want)
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=30)
+    shutil.rmtree(settings.state_dir)
+    produce(settings, events[half:])
+    start_worker()
+    got = collect(settings, len(scenario["decisions"]))
+    assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
