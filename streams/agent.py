@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,7 @@ from state.store import StateCache
 from streams.engine import BatchOutput, Engine, Record
 from streams.merge import EventTimeMerger, Released
 from streams.settings import STATE_TABLE, Settings
+from streams.topics import wait_for_kafka
 
 log = logging.getLogger("crm_triggers.worker")
 
@@ -274,6 +276,10 @@ def run_worker(settings: Settings, rules: RuleSet) -> int:
     """Run a worker until it is stopped (SIGINT/SIGTERM); serves /metrics on web_port."""
     from prometheus_client import start_http_server
 
+    def say(message: str) -> None:
+        print(f"crm-triggers worker: {message}", file=sys.stderr, flush=True)
+
+    wait_for_kafka(settings, say)
     observer = PrometheusObserver()
     if settings.web_port:
         start_http_server(settings.web_port, registry=observer.registry)

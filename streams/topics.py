@@ -7,6 +7,8 @@ is compacted.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -80,3 +82,35 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
                 else:
                     raise RuntimeError(f"cannot create topic {name}: {error}") from None
     return result
+
+
+def wait_for_kafka(
+    settings: Settings,
+    say: Callable[[str], None],
+    *,
+    first_delay: float = 1.0,
+    max_delay: float = 30.0,
+    give_up_after: float | None = None,
+) -> None:
+    """Return once the brokers answer and every topic the worker needs exists.
+
+    While they do not, say why (`say`) and retry with exponential backoff. Raises
+    RuntimeError after `give_up_after` seconds if that is set.
+    """
+    admin = admin_client(settings)
+    delay, started = first_delay, time.monotonic()
+    while True:
+        try:
+            existing = admin.list_topics(timeout=5).topics
+            missing = [t.name for t in plan(settings) if t.name not in existing]
+            if not missing:
+                return
+            problem = f"topics missing: {', '.join(missing)} (run `crm-triggers topics create`)"
+        except KafkaException as exc:
+            problem = f"cannot reach Kafka at {settings.brokers}: {exc.args[0].str()}"
+        waited = time.monotonic() - started
+        if give_up_after is not None and waited >= give_up_after:
+            raise RuntimeError(problem)
+        say(f"{problem}; retrying in {delay:.0f}s")
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)

@@ -263,3 +263,53 @@ def test_a_worker_that_lost_its_disk_restores_state_from_the_changelog(
     start_worker()
     got = collect(settings, len(scenario["decisions"]))
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
+
+
+def test_two_workers_share_the_partitions_and_one_takes_over_from_the_other(
+    settings: Settings, scenario: dict[str, Any], start_worker: Any
+) -> None:
+    events: list[bytes] = scenario["events"]
+    half = len(events) // 2
+    produce(settings, events[:half])
+    first, _second = start_worker(), start_worker()
+    first_half = set(_ids(events[:half]))
+    collect(settings, sum(1 for e in scenario["decision_events"] if e in first_half))
+    first.send_signal(signal.SIGTERM)  # the other takes over its partitions and their state
+    first.wait(timeout=30)
+    produce(settings, events[half:])
+    got = collect(settings, len(scenario["decisions"]))
+    assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
+    assert {a["action_id"] for a in got["offers"] + got["alerts"]} == scenario["actions"]
+
+
+def test_broker_down_at_start_and_mid_run_the_worker_waits_and_resumes(
+    settings: Settings,
+    scenario: dict[str, Any],
+    start_worker: Any,
+    kafka_broker: Any,
+    tmp_path: Path,
+) -> None:
+    if kafka_broker is None:
+        pytest.skip("needs the session's own broker (KAFKA_BOOTSTRAP points elsewhere)")
+    events: list[bytes] = scenario["events"]
+    half = len(events) // 2
+    produce(settings, events[:half])
+    kafka_broker.stop()
+    try:
+        worker = start_worker()
+        log = tmp_path / "worker-0.log"
+        deadline = time.monotonic() + 30
+        while "cannot reach Kafka" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "cannot reach Kafka" in log.read_text() and worker.poll() is None
+    finally:
+        kafka_broker.start(kafka_broker.data_dir, kafka_broker.log_dir)
+    first_half = set(_ids(events[:half]))
+    collect(settings, sum(1 for e in scenario["decision_events"] if e in first_half))
+    kafka_broker.stop()  # mid-run
+    time.sleep(3)
+    kafka_broker.start(kafka_broker.data_dir, kafka_broker.log_dir)
+    produce(settings, events[half:])
+    got = collect(settings, len(scenario["decisions"]))
+    assert worker.poll() is None, "the worker kept running through the outage"
+    assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
