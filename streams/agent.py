@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -50,17 +52,16 @@ class _Timestamp(msgspec.Struct):
 _ts_decoder = msgspec.json.Decoder(_Timestamp)
 
 
-def event_time(raw: bytes, fallback: float) -> float:
-    """The event time of a raw input record, cheaply; `fallback` if it has none we can read."""
+def event_time(raw: bytes) -> float:
+    """The event time of a raw input record, read cheaply; minus infinity if it has none we
+    can read (such a record goes first and becomes a dead letter: it must not hold others)."""
     try:
         ts = _ts_decoder.decode(raw).ts
         if ts is not None:
-            from datetime import datetime
-
             return datetime.fromisoformat(ts).timestamp()
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
         pass
-    return fallback
+    return -math.inf
 
 
 class TableStore:
@@ -144,7 +145,7 @@ class Worker:
             async with self.lock:
                 for event in events:
                     message = event.message
-                    ts = event_time(message.value, message.timestamp or 0.0)
+                    ts = event_time(message.value or b"")
                     self.merger.add(message.topic, message.partition, ts, event)
                     self.last_offset[message.topic, message.partition] = message.offset
                 await self._process(self.merger.ready(self._caught_up))

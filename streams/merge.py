@@ -25,6 +25,7 @@ Nothing here knows Faust: the worker feeds it records and asks what is ready.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -76,7 +77,10 @@ class EventTimeMerger(Generic[T]):
         self._seq = 0
 
     def add(self, topic: str, partition: int, ts: float, item: T) -> None:
-        """Buffer one record. Records of one topic partition must come in offset order."""
+        """Buffer one record. Records of one topic partition must come in offset order.
+
+        A record without a readable event time has `ts` minus infinity: it goes first.
+        """
         queues = self._queues.get(partition)
         if queues is None:
             queues = self._queues[partition] = {t: deque() for t in self.topics}
@@ -100,8 +104,8 @@ class EventTimeMerger(Generic[T]):
                 first = min(heads)
                 queues[self.topics[first.rank]].popleft()
                 last = self._released_ts.get(partition)
-                late = last is not None and first.ts < last
-                if not late:
+                late = last is not None and first.ts < last and first.ts != -math.inf
+                if last is None or first.ts > last:
                     self._released_ts[partition] = first.ts
                 out.append(Released(partition, first.item, late))
         return out

@@ -35,7 +35,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("parity")
     events = folder / "events.jsonl"
     actions, decisions = folder / "actions.jsonl", folder / "decisions.jsonl"
-    argv = ["simulate", "--customers", "150", "--days", "10", "--seed", "5", "--out", str(events)]
+    argv = ["simulate", "--customers", "600", "--days", "20", "--seed", "5", "--out", str(events)]
     assert main(argv) == 0
     bad = [b"not json", b'{"type": "transaction", "event_id": "bad-1"}']
     assert (
@@ -109,6 +109,7 @@ def worker_env(s: Settings) -> dict[str, str]:
             "CRM_STATE_DIR": str(s.state_dir),
             "CRM_WEB_PORT": "0",
             "CRM_RULES": json.dumps(s.rules),
+            "CRM_PROCESSING_GUARANTEE": s.processing_guarantee,
         }
     )
     for name in Topics.model_fields:
@@ -169,8 +170,11 @@ def produce(s: Settings, events: list[bytes]) -> None:
     assert producer.flush(30) == 0
 
 
-def collect(s: Settings, want_decisions: int, timeout: float = 120.0) -> dict[str, list[Any]]:
-    """Read the output topics until `want_decisions` decisions arrived and nothing more comes."""
+def collect(
+    s: Settings, want: set[tuple[Any, ...]] | int, timeout: float = 120.0
+) -> dict[str, list[Any]]:
+    """Read the output topics until every wanted decision (a set of keys, or a count of
+    distinct decisions) has arrived and nothing more comes for 3 s, or `timeout` passes."""
     consumer = Consumer(
         {
             "bootstrap.servers": s.brokers,
@@ -187,17 +191,21 @@ def collect(s: Settings, want_decisions: int, timeout: float = 120.0) -> dict[st
     }
     consumer.subscribe(list(names))
     got: dict[str, list[Any]] = {n: [] for n in names.values()}
+    keys: set[tuple[Any, ...]] = set()
     deadline, quiet_since = time.monotonic() + timeout, time.monotonic()
     try:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None:
-                done = len(got["decisions"]) >= want_decisions
+                done = want <= keys if isinstance(want, set) else len(keys) >= want
                 if done and time.monotonic() - quiet_since > 3:
                     break
                 continue
             assert msg.error() is None, msg.error()
-            got[names[msg.topic()]].append(json.loads(msg.value()))
+            record = json.loads(msg.value())
+            got[names[msg.topic()]].append(record)
+            if msg.topic() == s.topics.decisions:
+                keys.add(_decision_key(record))
             quiet_since = time.monotonic()
     finally:
         consumer.close()
@@ -213,10 +221,10 @@ def test_worker_gives_the_same_actions_and_decisions_as_replay(
     start_worker()
     time.sleep(2)
     produce(settings, events[half:])  # ...and while it runs
-    got = collect(settings, len(scenario["decisions"]))
+    got = collect(settings, scenario["decisions"])
     actions = {a["action_id"] for a in got["offers"] + got["alerts"]}
     decisions = {_decision_key(d) for d in got["decisions"]}
-    assert decisions == scenario["decisions"]
+    assert decisions == scenario["decisions"], got["dlq"]
     assert actions == scenario["actions"]
     assert len(got["decisions"]) == len(decisions)  # no duplicates in a clean run
     assert {a["kind"] for a in got["alerts"]} == {"alert"}
@@ -237,7 +245,7 @@ def test_a_worker_killed_mid_stream_loses_no_action(
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     start_worker()
-    got = collect(settings, len(scenario["decisions"]))
+    got = collect(settings, scenario["decisions"])
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
     ids = [a["action_id"] for a in got["offers"] + got["alerts"]]
     assert set(ids) == scenario["actions"]  # every action, and any duplicate is the same id
@@ -251,7 +259,7 @@ def test_a_worker_that_lost_its_disk_restores_state_from_the_changelog(
     produce(settings, events[:half])
     first = start_worker()
     first_half = set(_ids(events[:half]))
-    want = sum(1 for e in scenario["decision_events"] if e in first_half)
+    want = {k for k in scenario["decisions"] if k[0] in first_half}
     # The second half alone decides differently: the test needs the restored state.
     fresh = {k for k in _replay_decisions(events[half:]) if k[0] not in first_half}
     assert fresh != {k for k in scenario["decisions"] if k[0] not in first_half}
@@ -261,7 +269,7 @@ def test_a_worker_that_lost_its_disk_restores_state_from_the_changelog(
     shutil.rmtree(settings.state_dir)
     produce(settings, events[half:])
     start_worker()
-    got = collect(settings, len(scenario["decisions"]))
+    got = collect(settings, scenario["decisions"])
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
 
 
@@ -273,11 +281,11 @@ def test_two_workers_share_the_partitions_and_one_takes_over_from_the_other(
     produce(settings, events[:half])
     first, _second = start_worker(), start_worker()
     first_half = set(_ids(events[:half]))
-    collect(settings, sum(1 for e in scenario["decision_events"] if e in first_half))
+    collect(settings, {k for k in scenario["decisions"] if k[0] in first_half})
     first.send_signal(signal.SIGTERM)  # the other takes over its partitions and their state
     first.wait(timeout=30)
     produce(settings, events[half:])
-    got = collect(settings, len(scenario["decisions"]))
+    got = collect(settings, scenario["decisions"])
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
     assert {a["action_id"] for a in got["offers"] + got["alerts"]} == scenario["actions"]
 
@@ -305,11 +313,39 @@ def test_broker_down_at_start_and_mid_run_the_worker_waits_and_resumes(
     finally:
         kafka_broker.start(kafka_broker.data_dir, kafka_broker.log_dir)
     first_half = set(_ids(events[:half]))
-    collect(settings, sum(1 for e in scenario["decision_events"] if e in first_half))
+    collect(settings, {k for k in scenario["decisions"] if k[0] in first_half})
     kafka_broker.stop()  # mid-run
     time.sleep(3)
     kafka_broker.start(kafka_broker.data_dir, kafka_broker.log_dir)
     produce(settings, events[half:])
-    got = collect(settings, len(scenario["decisions"]))
+    got = collect(settings, scenario["decisions"])
     assert worker.poll() is None, "the worker kept running through the outage"
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 3): after kill -9 in exactly_once mode a read_committed consumer saw "
+    "52 decisions for 50; faust's TransactionManager picks the transactional id from the "
+    "output topic's partition and assignor group, not the input's",
+)
+def test_exactly_once_a_read_committed_consumer_sees_each_action_once_after_a_crash(
+    settings: Settings, scenario: dict[str, Any], start_worker: Any
+) -> None:
+    settings.processing_guarantee = "exactly_once"
+    produce(settings, scenario["events"])
+    worker = start_worker()
+    deadline = time.monotonic() + 60
+    seen = 0
+    while time.monotonic() < deadline and seen < len(scenario["decisions"]) // 3:
+        seen = len(collect(settings, 0, timeout=2)["decisions"])
+    assert 0 < seen < len(scenario["decisions"]), "kill the worker mid-stream"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    start_worker()
+    got = collect(settings, scenario["decisions"])
+    keys = [_decision_key(d) for d in got["decisions"]]
+    assert set(keys) == scenario["decisions"]
+    assert len(keys) == len(set(keys)), "a decision was seen twice"
+    ids = [a["action_id"] for a in got["offers"] + got["alerts"]]
+    assert sorted(ids) == sorted(scenario["actions"]), "each action exactly once"

@@ -105,3 +105,13 @@ def test_a_topic_known_to_have_unread_records_is_waited_for_longer() -> None:
     assert m.ready(lagging) == []  # profiles has records on their way: keep waiting
     clock.now = 2.0
     assert items(m.ready(lagging)) == ["t10"]  # the bound is reached: go anyway
+
+
+def test_a_record_without_event_time_goes_first_and_holds_nothing_back() -> None:
+    m, _ = merger()
+    m.add("transactions", 0, float("-inf"), "garbage")
+    m.add("transactions", 0, 10.0, "t10")
+    m.add("profiles", 0, 20.0, "p20")
+    m.add("interactions", 0, 30.0, "i30")
+    released = m.ready()
+    assert [(r.item, r.late) for r in released] == [("garbage", False), ("t10", False)]
