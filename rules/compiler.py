@@ -18,7 +18,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from rules.catalogue import LIST_DEFAULTS, event_field_names, event_field_type
+from rules.catalogue import event_field_names, event_field_type
 from rules.functions import (
     BOOL,
     CONSENT,
@@ -43,9 +43,9 @@ ROOTS: Final = ("event", "customer", "agg", "prior")
 CONSTANT_NAMES: Final = {"true": True, "false": False, "null": None, "True": True,
                          "False": False, "None": None}  # fmt: skip
 
-_ARITH: Final = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
+ARITH: Final = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
                  ast.Mod: "%"}  # fmt: skip
-_CMP: Final = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+COMPARE: Final = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
                ast.GtE: ">=", ast.In: "in", ast.NotIn: "not in"}  # fmt: skip
 _FORBIDDEN_HINTS: Final = {
     ast.Subscript: "indexing with [] is not allowed",
@@ -233,7 +233,7 @@ class _Checker:
         )
 
     def visit_Attribute(self, node: ast.Attribute, depth: int) -> str:
-        path = _path(node)
+        path = field_path(node)
         if path is None:
             raise self.fail(node, "attributes may only follow event, customer, agg or prior")
         for part in path:
@@ -361,7 +361,7 @@ class _Checker:
         raise self.fail(node, "bitwise operators are not allowed")
 
     def visit_BinOp(self, node: ast.BinOp, depth: int) -> str:
-        op = _ARITH.get(type(node.op))
+        op = ARITH.get(type(node.op))
         if op is None:
             what = "** (power)" if isinstance(node.op, ast.Pow) else type(node.op).__name__
             raise self.fail(node, f"operator {what} is not allowed")
@@ -374,7 +374,7 @@ class _Checker:
     def visit_Compare(self, node: ast.Compare, depth: int) -> str:
         left_node, left = node.left, self.visit(node.left, depth)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
-            symbol = _CMP.get(type(op))
+            symbol = COMPARE.get(type(op))
             if symbol is None:
                 raise self.fail(node, f"`{type(op).__name__}` comparison is not allowed; use ==")
             right = self.visit(right_node, depth)
@@ -411,7 +411,7 @@ def literal(node: ast.expr) -> Any:
     return None
 
 
-def _path(node: ast.expr) -> list[str] | None:
+def field_path(node: ast.expr) -> list[str] | None:
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -425,92 +425,3 @@ def _path(node: ast.expr) -> list[str] | None:
 def _hint(name: str, options: list[str], prefix: str = "") -> str:
     match = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     return f" (did you mean `{prefix}{match[0]}`?)" if match else ""
-
-
-# --- code generation ------------------------------------------------------------------
-
-
-def to_python(
-    checked: Checked,
-    event_type: str,
-    scope: Scope,
-    values: dict[tuple[str, int], str] | None = None,
-) -> str:
-    """Python source for the expression, for one event type.
-
-    Names in the generated code: `ev` (the event), `T` (its time), `C` (the profile dict),
-    `Z` (the customer's time zone), `a<i>`/`p<i>` (aggregate values), `_E` (an empty dict),
-    and `_f_<name>` for functions.
-    """
-    return _Gen(event_type, scope, values or {}).expr(checked.tree)
-
-
-class _Gen:
-    def __init__(self, event_type: str, scope: Scope, values: dict[tuple[str, int], str]) -> None:
-        self.event_type, self.scope, self.values = event_type, scope, values
-
-    def expr(self, node: ast.expr) -> str:
-        if isinstance(node, ast.Constant):
-            return repr(node.value)
-        if isinstance(node, ast.Name):
-            return repr(CONSTANT_NAMES[node.id])
-        if isinstance(node, ast.List | ast.Tuple):
-            items = ", ".join(repr(literal(e)) for e in node.elts)
-            return f"({items},)" if items else "()"
-        if isinstance(node, ast.BoolOp):
-            op = " and " if isinstance(node.op, ast.And) else " or "
-            return "(" + op.join(self.expr(v) for v in node.values) + ")"
-        if isinstance(node, ast.UnaryOp):
-            op = (
-                "not "
-                if isinstance(node.op, ast.Not)
-                else ("-" if isinstance(node.op, ast.USub) else "+")
-            )
-            return f"({op}{self.expr(node.operand)})"
-        if isinstance(node, ast.BinOp):
-            return f"({self.expr(node.left)} {_ARITH[type(node.op)]} {self.expr(node.right)})"
-        if isinstance(node, ast.Compare):
-            parts = [self.expr(node.left)]
-            for cmp, right in zip(node.ops, node.comparators, strict=True):
-                parts += [_CMP[type(cmp)], self.expr(right)]
-            return "(" + " ".join(parts) + ")"
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            fn = FUNCTIONS[node.func.id]
-            args = [self.expr(a) for a in node.args]
-            if fn.needs_now:
-                args.insert(0, "T")
-            if fn.needs_zone:
-                args.append("Z")
-            return f"_f_{fn.name}({', '.join(args)})"
-        if isinstance(node, ast.Attribute):
-            path = _path(node)
-            assert path is not None
-            return self.path(path)
-        raise AssertionError(f"unchecked node {type(node).__name__}")
-
-    def path(self, path: list[str]) -> str:
-        root, rest = path[0], path[1:]
-        if root == "event":
-            name = rest[0]
-            if name == "ts":
-                return "T"
-            if name == "type":
-                return repr(self.event_type)
-            if not event_field_type((self.event_type,), name):
-                return "None"
-            if self.event_type == "profile" and name not in ("event_id", "customer_id"):
-                # a field the update leaves out is unset (msgspec.UNSET): it reads as null
-                return f"ev.changes().get({name!r})"
-            return f"ev.{name}"
-        if root == "customer":
-            if len(rest) == 2:
-                return f"(C.get({rest[0]!r}) or _E).get({rest[1]!r})"
-            default = ", ()" if rest[0] in LIST_DEFAULTS else ""
-            return f"C.get({rest[0]!r}{default})"
-        ref = self.scope.aggregates[rest[0]]
-        var = self.values.get((root, ref.index)) or f"{'a' if root == 'agg' else 'p'}{ref.index}"
-        if len(rest) == 1:
-            return var
-        if ref.kind == "stats":
-            return f"{var}[{STATS_MEMBERS.index(rest[1])}]"
-        return f"({var} or _E).get({rest[1]!r})"

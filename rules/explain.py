@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from rules.catalogue import LIST_DEFAULTS
-from rules.compiler import _ARITH, _CMP, CONSTANT_NAMES, Checked, _path, literal
+from rules.compiler import ARITH, COMPARE, CONSTANT_NAMES, Checked, field_path, literal
 from rules.functions import FUNCTIONS
 from state.windows import STATS_MEMBERS
 
@@ -100,7 +100,7 @@ class _Explainer:
             )
         if isinstance(node, ast.BinOp):
             a, b = self.value(node.left), self.value(node.right)
-            return _apply(_ARITH[type(node.op)], a, b)
+            return _apply(ARITH[type(node.op)], a, b)
         if isinstance(node, ast.Compare):
             return self.compare(node)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -115,7 +115,7 @@ class _Explainer:
             except (TypeError, ArithmeticError, ValueError):
                 return None
         if isinstance(node, ast.Attribute):
-            path = _path(node)
+            path = field_path(node)
             assert path is not None
             return self.path(path)
         return None
@@ -136,7 +136,7 @@ class _Explainer:
             for n, v in ((left_node, left), (right_node, right)):
                 if not isinstance(n, ast.Constant | ast.List | ast.Tuple | ast.Name):
                     values[self.text(n)] = _render(self.text(n), v, self.kind(n))
-            step = _apply(_CMP[type(op)], left, right)
+            step = _apply(COMPARE[type(op)], left, right)
             if step is None or not step:
                 result = None if step is None else False
                 break
@@ -146,7 +146,7 @@ class _Explainer:
 
     def kind(self, node: ast.expr) -> str | None:
         """The kind of the aggregate `node` reads whole (`agg.x`, `prior.x`), else None."""
-        path = _path(node) if isinstance(node, ast.Attribute) else None
+        path = field_path(node) if isinstance(node, ast.Attribute) else None
         if path is None or len(path) != 2 or path[0] not in ("agg", "prior"):
             return None
         return self.frame.kinds.get(path[1])

@@ -17,7 +17,8 @@ from datetime import UTC, tzinfo
 from typing import Any, Final
 
 from rules.catalogue import DECLARED_TYPES, EVENT_FIELDS, PROFILE_FIELDS
-from rules.compiler import AggregateRef, Checked, ExprError, Scope, check, to_python
+from rules.codegen import to_python
+from rules.compiler import AggregateRef, Checked, ExprError, Scope, check
 from rules.errors import RuleError, RuleProblem
 from rules.functions import FUNCTIONS
 from rules.pack import AggregateSpec, LoadedPack, PackSpec, RuleSpec
