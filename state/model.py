@@ -39,6 +39,15 @@ class CustomerState(msgspec.Struct, kw_only=True, omit_defaults=True):
     ledger: Ledger = msgspec.field(default_factory=Ledger, name="l")
     seen: bytes = msgspec.field(default=b"", name="s")
     last_ts: float = msgspec.field(default=0.0, name="t")
+    offsets: dict[str, int] = msgspec.field(default_factory=dict, name="k")
+
+    def advance(self, source: str, offset: int) -> bool:
+        """Record that the input at `offset` of `source` (a topic partition) is applied;
+        False if it, or a later one of the same source, already was (a redelivery)."""
+        if offset <= self.offsets.get(source, -1):
+            return False
+        self.offsets[source] = offset
+        return True
 
     def remember(self, event_key: bytes) -> bool:
         """Record an 8-byte event id hash; False if it was already seen (a redelivery)."""

@@ -196,6 +196,8 @@ class Worker:
                     Record(
                         e.message.value or b"",
                         f"{e.message.topic}/{e.message.partition}@{e.message.offset}",
+                        f"{e.message.topic}/{e.message.partition}",
+                        e.message.offset,
                     )
                     for e in events
                 ]
@@ -241,6 +243,8 @@ def build_app(settings: Settings) -> faust.App:
         "producer_acks": -1,
         "consumer_auto_offset_reset": "earliest",
         "stream_wait_empty": False,
+        "broker_commit_interval": 1.0,
+        "broker_commit_every": 2000,
         "key_serializer": "raw",
         "value_serializer": "raw",
     }

@@ -20,7 +20,7 @@ import msgspec
 
 from monitoring.metrics import NoopObserver, Observer
 from rules.outcomes import Action, Decision, to_json
-from rules.ruleset import RuleSet
+from rules.ruleset import DUPLICATE, RuleSet
 from state.events import InvalidEvent, decode_event
 from state.model import CustomerState
 from state.store import StateCache
@@ -32,6 +32,11 @@ class Record:
 
     value: bytes
     origin: str = ""
+    # The Kafka position (topic/partition, offset) when the record came from Kafka: a
+    # customer's state remembers the last offset applied per input partition, so a record
+    # delivered again after a crash is recognised however many came after it.
+    source: str | None = None
+    offset: int = -1
 
 
 @dataclass
@@ -106,7 +111,10 @@ class Engine:
                 if now > self.newest:
                     self.newest = now
                 state = self._state(event.customer_id, now)
-                result = rules.apply(state, event, on_error, now)
+                if record.source is not None and not state.advance(record.source, record.offset):
+                    result = DUPLICATE
+                else:
+                    result = rules.apply(state, event, on_error, now)
                 self.states.mark(event.customer_id)
             except Exception as exc:  # one bad event must not stop the stream
                 error = f"processing error: {type(exc).__name__}: {exc}"

@@ -232,9 +232,11 @@ def test_worker_gives_the_same_actions_and_decisions_as_replay(
     assert sorted(d["reason"] for d in got["dlq"]) == ["invalid_event", "malformed_json"]
 
 
-def test_a_worker_killed_mid_stream_loses_no_action(
+def crash_and_restart(
     settings: Settings, scenario: dict[str, Any], start_worker: Any
-) -> None:
+) -> dict[str, list[Any]]:
+    """Produce everything, kill -9 the worker once a third of the decisions are out, start
+    another, and return the outputs once every decision has arrived (or the time is up)."""
     produce(settings, scenario["events"])
     worker = start_worker()
     deadline = time.monotonic() + 60
@@ -245,7 +247,13 @@ def test_a_worker_killed_mid_stream_loses_no_action(
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     start_worker()
-    got = collect(settings, scenario["decisions"])
+    return collect(settings, scenario["decisions"])
+
+
+def test_a_worker_killed_mid_stream_loses_no_action(
+    settings: Settings, scenario: dict[str, Any], start_worker: Any
+) -> None:
+    got = crash_and_restart(settings, scenario, start_worker)
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
     ids = [a["action_id"] for a in got["offers"] + got["alerts"]]
     assert set(ids) == scenario["actions"]  # every action, and any duplicate is the same id
@@ -333,17 +341,7 @@ def test_exactly_once_a_read_committed_consumer_sees_each_action_once_after_a_cr
     settings: Settings, scenario: dict[str, Any], start_worker: Any
 ) -> None:
     settings.processing_guarantee = "exactly_once"
-    produce(settings, scenario["events"])
-    worker = start_worker()
-    deadline = time.monotonic() + 60
-    seen = 0
-    while time.monotonic() < deadline and seen < len(scenario["decisions"]) // 3:
-        seen = len(collect(settings, 0, timeout=2)["decisions"])
-    assert 0 < seen < len(scenario["decisions"]), "kill the worker mid-stream"
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    start_worker()
-    got = collect(settings, scenario["decisions"])
+    got = crash_and_restart(settings, scenario, start_worker)
     keys = [_decision_key(d) for d in got["decisions"]]
     assert set(keys) == scenario["decisions"]
     assert len(keys) == len(set(keys)), "a decision was seen twice"

@@ -208,3 +208,17 @@ def test_a_last_snapshot_of_a_partial_profile_update_reads_unset_fields_as_null(
     out = engine.process(records(profile, txn(1)))
     assert out.dead_letters == []
     assert [json.loads(a)["rule_id"] for a in out.actions] == ["r"]
+
+
+def test_records_from_kafka_are_applied_once_per_offset_however_many_follow(
+    rules: RuleSet,
+) -> None:
+    engine = Engine(rules, StateCache(MemoryStore()))
+
+    def kafka(i: int, offset: int) -> Record:
+        return Record(txn(i, minute=i % 60), f"t/0@{offset}", "t/0", offset)
+
+    first = engine.process([kafka(i, i) for i in range(100)])  # more than SEEN_IDS
+    again = engine.process([kafka(i, i) for i in range(100)])  # redelivered after a crash
+    assert first.processed == 100 and first.actions
+    assert again.duplicates == 100 and again.actions == [] and again.decisions == []
