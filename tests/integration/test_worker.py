@@ -110,6 +110,7 @@ def worker_env(s: Settings) -> dict[str, str]:
             "CRM_WEB_PORT": "0",
             "CRM_RULES": json.dumps(s.rules),
             "CRM_PROCESSING_GUARANTEE": s.processing_guarantee,
+            "CRM_BATCH_SIZE": str(s.batch_size),
         }
     )
     for name in Topics.model_fields:
@@ -150,21 +151,30 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
                 proc.wait()
 
 
-def produce(s: Settings, events: list[bytes]) -> None:
+def produce(s: Settings, events: list[bytes], *, in_order: bool = False) -> None:
+    """Each event to its type's topic, keyed by customer id. With `in_order`, an event
+    reaches the broker only after every event before it in the list (the producer is
+    flushed whenever the topic changes), as when upstream systems write in time order; a
+    worker already running cannot then fetch an event before an older one of another topic."""
     producer = Producer(
         {
             "bootstrap.servers": s.brokers,
             "partitioner": "murmur2_random",
             "enable.idempotence": True,
+            "linger.ms": 0 if in_order else 5,
         }
     )
     by_type = {v: k for k, v in s.topics.inputs().items()}
+    previous = None
     for raw in events:
         try:
             event = json.loads(raw)
             topic, key = by_type[event["type"]], str(event.get("customer_id", "")).encode()
         except (ValueError, KeyError):
             topic, key = s.topics.transactions, b"?"
+        if in_order and previous is not None and topic != previous:
+            assert producer.flush(30) == 0
+        previous = topic
         producer.produce(topic, key=key, value=raw)
         producer.poll(0)
     assert producer.flush(30) == 0
@@ -220,7 +230,7 @@ def test_worker_gives_the_same_actions_and_decisions_as_replay(
     produce(settings, events[:half] + scenario["bad"])  # before the worker starts...
     start_worker()
     time.sleep(2)
-    produce(settings, events[half:])  # ...and while it runs
+    produce(settings, events[half:], in_order=True)  # ...and while it runs
     got = collect(settings, scenario["decisions"])
     actions = {a["action_id"] for a in got["offers"] + got["alerts"]}
     decisions = {_decision_key(d) for d in got["decisions"]}
@@ -237,6 +247,7 @@ def crash_and_restart(
 ) -> dict[str, list[Any]]:
     """Produce everything, kill -9 the worker once a third of the decisions are out, start
     another, and return the outputs once every decision has arrived (or the time is up)."""
+    settings.batch_size = 50  # small batches: the stream takes long enough to be cut mid-way
     produce(settings, scenario["events"])
     worker = start_worker()
     deadline = time.monotonic() + 60
