@@ -343,10 +343,11 @@ def test_broker_down_at_start_and_mid_run_the_worker_waits_and_resumes(
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 3): after kill -9 in exactly_once mode a read_committed consumer saw "
-    "52 decisions for 50; faust's TransactionManager picks the transactional id from the "
-    "output topic's partition and assignor group, not the input's",
+    strict=False,
+    reason="open (issue 3): exactly_once is not yet guaranteed. In some runs, after kill -9, "
+    "a read_committed consumer saw duplicate decisions (52 for 50); faust's "
+    "TransactionManager picks the transactional id from the output topic's partition and "
+    "assignor group, so output sends may not join the input partition's transaction",
 )
 def test_exactly_once_a_read_committed_consumer_sees_each_action_once_after_a_crash(
     settings: Settings, scenario: dict[str, Any], start_worker: Any
