@@ -65,6 +65,9 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     customer_id: str | None
     raw: str | None
     raw_base64: bytes | None = None
+    topic: str | None = None  # for records from Kafka: where the original is
+    partition: int | None = None
+    offset: int | None = None
 
 
 class Engine:
@@ -180,6 +183,10 @@ def dead_letter(record: Record, reason: str, error: str, customer_id: str | None
         raw = record.value.decode("utf-8")
     except UnicodeDecodeError:
         raw, b64 = None, record.value
+    topic, partition, offset = None, None, None
+    if record.source is not None:
+        topic, _, number = record.source.rpartition("/")
+        partition, offset = int(number), record.offset
     return DeadLetter(
         reason=reason,
         error=error,
@@ -187,4 +194,7 @@ def dead_letter(record: Record, reason: str, error: str, customer_id: str | None
         customer_id=customer_id,
         raw=raw,
         raw_base64=b64,
+        topic=topic,
+        partition=partition,
+        offset=offset,
     )

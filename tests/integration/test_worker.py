@@ -240,6 +240,10 @@ def test_worker_gives_the_same_actions_and_decisions_as_replay(
     assert {a["kind"] for a in got["alerts"]} == {"alert"}
     assert {a["kind"] for a in got["offers"]} == {"offer"}
     assert sorted(d["reason"] for d in got["dlq"]) == ["invalid_event", "malformed_json"]
+    for letter in got["dlq"]:  # the original, and where it was
+        assert letter["raw"].encode() in scenario["bad"]
+        assert letter["topic"] == settings.topics.transactions
+        assert letter["origin"] == f"{letter['topic']}/{letter['partition']}@{letter['offset']}"
 
 
 def crash_and_restart(

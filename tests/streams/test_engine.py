@@ -222,3 +222,11 @@ def test_records_from_kafka_are_applied_once_per_offset_however_many_follow(
     again = engine.process([kafka(i, i) for i in range(100)])  # redelivered after a crash
     assert first.processed == 100 and first.actions
     assert again.duplicates == 100 and again.actions == [] and again.decisions == []
+
+
+def test_a_dead_letter_from_kafka_names_its_topic_partition_and_offset(rules: RuleSet) -> None:
+    engine = Engine(rules, StateCache(MemoryStore()))
+    out = engine.process([Record(b"{oops", "crm.transactions/3@42", "crm.transactions/3", 42)])
+    (letter,) = [json.loads(d) for d in out.dead_letters]
+    assert (letter["topic"], letter["partition"], letter["offset"]) == ("crm.transactions", 3, 42)
+    assert letter["raw"] == "{oops"
