@@ -165,23 +165,10 @@ def bench_settings(bootstrap: str, state_dir: Path) -> Settings:
 
 
 def worker_env(s: Settings) -> dict[str, str]:
-    """The environment of the tests' workers; other CRM_* variables (batch sizes, a config
-    file) are dropped so the worker runs with the default settings."""
+    """The worker's environment: these settings; other CRM_* variables (batch sizes, a
+    config file) are dropped so the worker runs with the benchmark's settings only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-    env.update(
-        {
-            "CRM_BROKERS": s.brokers,
-            "CRM_APP_ID": s.app_id,
-            "CRM_PARTITIONS": str(s.partitions),
-            "CRM_STATE_DIR": str(s.state_dir),
-            "CRM_WEB_PORT": "0",
-            "CRM_RULES": json.dumps(s.rules),
-            "CRM_PROCESSING_GUARANTEE": s.processing_guarantee,
-        }
-    )
-    for name in Topics.model_fields:
-        env[f"CRM_TOPICS__{name.upper()}"] = getattr(s.topics, name)
-    return env
+    return {**env, **s.to_env()}
 
 
 def wait_for_leaders(admin: AdminClient, topics: list[str]) -> None:

@@ -7,6 +7,7 @@ Precedence, highest first: command-line flags, environment variables (`CRM_BROKE
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -110,6 +111,24 @@ class Settings(BaseSettings):
     def bootstrap(self) -> list[str]:
         return [b.strip() for b in self.brokers.split(",") if b.strip()]
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as `CRM_*` environment variables (secrets included), for a child
+        process: `Settings()` in that process reads back the same settings."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(mode="python").items():
+            if isinstance(value, dict):
+                nested = {f"{name}__{k}": v for k, v in value.items()}
+            else:
+                nested = {name: value}
+            for key, v in nested.items():
+                if v is None:
+                    continue
+                if isinstance(v, SecretStr):
+                    v = v.get_secret_value()
+                text = json.dumps(v) if isinstance(v, list) else str(v)
+                env[f"CRM_{key.upper()}"] = text
+        return env
+
     def changelog_topic(self) -> str:
         """The state table's changelog (faust names it after the app and the table)."""
         return f"{self.app_id}-{STATE_TABLE}-changelog"
@@ -139,6 +158,15 @@ class _FileSource(PydanticBaseSettingsSource):
 
 def load_settings(config: str | None = None, **overrides: Any) -> Settings:
     """Settings from the config file (if any), the environment and `overrides` (flags)."""
-    if config:
-        os.environ["CRM_CONFIG"] = config
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not config:
+        return Settings(**given)
+    previous = os.environ.get("CRM_CONFIG")
+    os.environ["CRM_CONFIG"] = config  # read by _FileSource; restored: no side effect
+    try:
+        return Settings(**given)
+    finally:
+        if previous is None:
+            del os.environ["CRM_CONFIG"]
+        else:
+            os.environ["CRM_CONFIG"] = previous

@@ -100,22 +100,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 def worker_env(s: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "CRM_BROKERS": s.brokers,
-            "CRM_APP_ID": s.app_id,
-            "CRM_PARTITIONS": str(s.partitions),
-            "CRM_STATE_DIR": str(s.state_dir),
-            "CRM_WEB_PORT": "0",
-            "CRM_RULES": json.dumps(s.rules),
-            "CRM_PROCESSING_GUARANTEE": s.processing_guarantee,
-            "CRM_BATCH_SIZE": str(s.batch_size),
-        }
-    )
-    for name in Topics.model_fields:
-        env[f"CRM_TOPICS__{name.upper()}"] = getattr(s.topics, name)
-    return env
+    return {**os.environ, **s.to_env()}
 
 
 @pytest.fixture
