@@ -75,17 +75,7 @@ class _Gen:
     def path(self, path: list[str]) -> str:
         root, rest = path[0], path[1:]
         if root == "event":
-            name = rest[0]
-            if name == "ts":
-                return "T"
-            if name == "type":
-                return repr(self.event_type)
-            if not event_field_type((self.event_type,), name):
-                return "None"
-            if self.event_type == "profile" and name not in ("event_id", "customer_id"):
-                # a field the update leaves out is unset (msgspec.UNSET): it reads as null
-                return f"ev.changes().get({name!r})"
-            return f"ev.{name}"
+            return event_field(rest[0], self.event_type)
         if root == "customer":
             if len(rest) == 2:
                 return f"(C.get({rest[0]!r}) or _E).get({rest[1]!r})"
@@ -98,3 +88,18 @@ class _Gen:
         if ref.kind == "stats":
             return f"{var}[{STATS_MEMBERS.index(rest[1])}]"
         return f"({var} or _E).get({rest[1]!r})"
+
+
+def event_field(name: str, event_type: str) -> str:
+    """Python source reading field `name` of the current event `ev` of `event_type`
+    (None when that type has no such field)."""
+    if name == "ts":
+        return "T"
+    if name == "type":
+        return repr(event_type)
+    if not event_field_type((event_type,), name):
+        return "None"
+    if event_type == "profile" and name not in ("event_id", "customer_id"):
+        # a field the update leaves out is unset (msgspec.UNSET): it reads as null
+        return f"ev.changes().get({name!r})"
+    return f"ev.{name}"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Any, Final
 
-from rules.catalogue import DECLARED_TYPES, EVENT_FIELDS, PROFILE_FIELDS
-from rules.codegen import to_python
+from rules.catalogue import DECLARED_TYPES, PROFILE_FIELDS
+from rules.codegen import event_field, to_python
 from rules.compiler import AggregateRef, Checked, ExprError, Scope, check
 from rules.errors import RuleError, RuleProblem
 from rules.functions import FUNCTIONS
@@ -259,7 +259,7 @@ def _update_lines(
     out = ["    try:", f"        if {cond}:"]
     if a.spec.kind == "last":
         fields = "".join(
-            f", {f!r}: {to_python_field(f, event_type)}" for f in sorted(a.ref.last_fields)
+            f", {f!r}: {event_field(f, event_type)}" for f in sorted(a.ref.last_fields)
         )
         out.append(f"            d{i} = S[{a.key!r}] = {{'ts': T{fields}}}")
     elif a.spec.kind == "count":
@@ -271,15 +271,6 @@ def _update_lines(
         out.append(f"                W{i}.add(d{i}, T, v)")
     out += ["    except _ERRORS:", "        pass"]
     return out
-
-
-def to_python_field(name: str, event_type: str) -> str:
-    """Python source reading an event field into a `last` snapshot (None if the type lacks it)."""
-    if name not in EVENT_FIELDS[event_type]:
-        return "None"
-    if event_type == "profile" and name in PROFILE_FIELDS:
-        return f"ev.changes().get({name!r})"  # a partial update: unset fields read as null
-    return f"ev.{name}"
 
 
 def _check(
