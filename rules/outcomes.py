@@ -10,16 +10,6 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-SUPPRESSION_REASONS: Final = (
-    "dedup",
-    "cooldown",
-    "no_consent",
-    "holdout",
-    "risk_block",
-    "arbitration",
-    "frequency_cap",
-)
-
 
 class Action(msgspec.Struct, kw_only=True):
     """An offer or alert to deliver. `action_id` is the same on every replay or retry."""

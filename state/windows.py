@@ -203,12 +203,6 @@ class NumericWindow:
         m2 = sum(m2s) + sum([c * (s / c - mean) ** 2 for c, s in zip(counts, sums, strict=True)])
         return _stats(n, total, m2, min(mins), max(maxs))
 
-    def oldest(self, data: list[Any]) -> float | None:
-        """The time of the oldest entry kept, for expiry."""
-        if self.width:
-            return float(data[0][0] * self.width) if data else None
-        return float(data[0][0]) if data[0] else None
-
 
 def _index(bucket: list[Any]) -> int:
     index: int = bucket[0]
@@ -273,9 +267,6 @@ class DistinctWindow:
             return data
         return {v: t for v, t in data.items() if t <= now}
 
-    def oldest(self, data: dict[str, float]) -> float | None:
-        return min(data.values()) if data else None
-
 
 class LastEvent:
     """The latest matching event: a dict with `ts` and the fields rules read, or None."""
@@ -291,6 +282,3 @@ class LastEvent:
         if self.window is not None and data["ts"] <= now - self.window:
             return None
         return data
-
-    def oldest(self, data: dict[str, Any] | None) -> float | None:
-        return float(data["ts"]) if data else None

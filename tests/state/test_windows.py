@@ -441,7 +441,6 @@ def test_last_without_window_is_the_latest_event_whatever_its_age() -> None:
     assert w.value(None, T0) is None
     latest = {"ts": T0, "amount": 12.5}
     assert w.value(latest, T0 + 400 * DAY) == latest
-    assert w.oldest(latest) == T0
 
 
 def test_last_with_window_reads_null_once_older_than_the_window() -> None:
