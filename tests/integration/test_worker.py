@@ -292,7 +292,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_from_the_other(
     collect(settings, {k for k in scenario["decisions"] if k[0] in first_half})
     first.send_signal(signal.SIGTERM)  # the other takes over its partitions and their state
     first.wait(timeout=30)
-    produce(settings, events[half:])
+    produce(settings, events[half:], in_order=True)  # a worker is running
     got = collect(settings, scenario["decisions"])
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
     assert {a["action_id"] for a in got["offers"] + got["alerts"]} == scenario["actions"]
@@ -325,7 +325,7 @@ def test_broker_down_at_start_and_mid_run_the_worker_waits_and_resumes(
     kafka_broker.stop()  # mid-run
     time.sleep(3)
     kafka_broker.start(kafka_broker.data_dir, kafka_broker.log_dir)
-    produce(settings, events[half:])
+    produce(settings, events[half:], in_order=True)  # a worker is running
     got = collect(settings, scenario["decisions"])
     assert worker.poll() is None, "the worker kept running through the outage"
     assert {_decision_key(d) for d in got["decisions"]} == scenario["decisions"]
