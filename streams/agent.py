@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import shutil
 import sys
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -67,26 +69,34 @@ def event_time(raw: bytes) -> float:
 class TableStore:
     """The Store protocol over a Faust table of encoded customer states.
 
-    Faust's RocksDB store picks the partition database (and the changelog partition) from
-    the current event; the worker sets it to an event of the partition being processed.
+    Reads and writes go to the table's local RocksDB store (Faust picks the partition
+    database from the current event; the worker sets it to an event of the partition being
+    processed). Writes do not go through Faust's buffered changelog path, whose flush gives
+    up after 0.1 s and can leave changelog records unsent behind committed offsets: they are
+    collected in `changes`, and the worker sends them and waits until Kafka has them.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self.changes: list[tuple[bytes, bytes | None]] = []
 
     def get(self, customer_id: str) -> bytes | None:
-        value: bytes | None = self.table.get(customer_id.encode())
+        value: bytes | None = self.table.data.get(customer_id.encode())
         return value
 
     def write(self, updates: Mapping[str, bytes | None]) -> None:
+        data = self.table.data
         for key, value in updates.items():
+            k = key.encode()
             if value is None:
-                self.table.pop(key.encode(), None)
+                if k in data:
+                    del data[k]
             else:
-                self.table[key.encode()] = value
+                data[k] = value
+            self.changes.append((k, value))
 
     def items(self) -> Iterator[tuple[str, bytes]]:
-        for key, value in self.table.items():
+        for key, value in self.table.data.items():
             yield key.decode(), value
 
     def close(self) -> None:
@@ -100,6 +110,7 @@ class Worker:
         self.settings = settings
         self.rules = rules
         self.observer = observer
+        self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.app = build_app(settings)
         self.table = self.app.Table(
             STATE_TABLE,
@@ -117,16 +128,15 @@ class Worker:
         self.rank = sorted(types, key=lambda t: TIE_ORDER.index(types[t]))
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.inputs = self.app.topic(*types, partitions=settings.partitions, **raw)
-        t = settings.topics
-        self.out = {name: self.app.topic(name, **raw) for name in t.outputs()}
         self.merger: EventTimeMerger[EventT[Any]] = EventTimeMerger(
             self.rank,
             settings.max_task_idle_ms / 1000,
             max_lag_wait=settings.max_lag_wait_ms / 1000,
         )
+        self.store = TableStore(self.table)
         self.engine = Engine(
             rules,
-            StateCache(TableStore(self.table), capacity=0),
+            StateCache(self.store, capacity=0),
             observer,
             state_ttl=settings.state_ttl_days * 86400,
         )
@@ -136,31 +146,66 @@ class Worker:
         self.app.agent(self.inputs, name="crm-triggers")(self._agent)
         self.app.timer(max(settings.max_task_idle_ms / 1000, 0.01))(self._tick)
         self.app.on_partitions_revoked.connect(self._revoked)
+        self._commits_guarded = False
+
+    def _guard_commits(self) -> None:
+        """Faust commits offsets (and, with exactly_once, ends the Kafka transaction) from
+        its own tasks at any moment. Make every commit wait for the batch in progress, so a
+        transaction always holds whole batches: their outputs, state and input offsets.
+
+        Installed when the agent starts: the consumer must not be created before the Faust
+        worker runs (it reads the processing guarantee then)."""
+        if self._commits_guarded:
+            return
+        self._commits_guarded = True
+        consumer: Any = self.app.consumer
+        commit = consumer.commit
+
+        async def commit_between_batches(*args: Any, **kwargs: Any) -> bool:
+            async with self.lock:
+                done: bool = await commit(*args, **kwargs)
+                return done
+
+        consumer.commit = commit_between_batches
+
+    def _current(self, event: EventT[Any]) -> bool:
+        """False for a record fetched before the latest rebalance: the partition was revoked
+        (and maybe assigned again), and Kafka delivers it again from the committed offset."""
+        return event.message.generation_id == self.app.consumer_generation_id
 
     async def _agent(self, stream: StreamT[Any]) -> None:
         assert isinstance(stream, Stream)  # noack_take is on the implementation
         self.stream = stream
+        self._guard_commits()
         wait = self.settings.batch_wait_ms / 1000 or 0.001
         async for events in stream.noack_take(self.settings.batch_size, within=wait):
-            async with self.lock:
-                for event in events:
-                    message = event.message
-                    ts = event_time(message.value or b"")
-                    self.merger.add(message.topic, message.partition, ts, event)
-                    self.last_offset[message.topic, message.partition] = message.offset
-                await self._process(self.merger.ready(self._caught_up))
+            # Shielded: a batch that has begun sending finishes even when the worker is
+            # stopping, and holds the lock (so no commit) until then.
+            await asyncio.shield(self._step(events))
 
     async def _tick(self) -> None:
         """Release what has waited long enough even when no new records arrive."""
         if self.stream is None or not len(self.merger):
             return
+        await asyncio.shield(self._step([]))
+
+    async def _step(self, events: Sequence[EventT[Any]]) -> None:
         async with self.lock:
+            for event in events:
+                if not self._current(event):
+                    continue
+                message = event.message
+                ts = event_time(message.value or b"")
+                self.merger.add(message.topic, message.partition, ts, event)
+                self.last_offset[message.topic, message.partition] = message.offset
             await self._process(self.merger.ready(self._caught_up))
 
     async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
         async with self.lock:
             dropped = self.merger.forget({tp.partition for tp in revoked})
+            for tp in revoked:
+                self.last_offset.pop((tp.topic, tp.partition), None)
         if dropped:
             log.info("partitions revoked: %d buffered records left to the new owner", len(dropped))
 
@@ -186,10 +231,12 @@ class Worker:
             return
         by_partition: dict[int, list[Released[EventT[Any]]]] = defaultdict(list)
         for r in released:
-            by_partition[r.partition].append(r)
-        for partition_records in by_partition.values():
+            if self._current(r.item):  # a stale record is fetched again: skip, do not ack
+                by_partition[r.partition].append(r)
+        for partition, partition_records in by_partition.items():
             events = [r.item for r in partition_records]
-            # Faust's table and producer take the partition from the current event.
+            tid = self._transactional_id(events[0])
+            # Faust's table store takes the partition from the current event.
             token = _current_event.set(weakref.ref(events[-1]))
             try:
                 records = [
@@ -205,9 +252,9 @@ class Worker:
                 # after a crash in between, the events run again and resend the same
                 # action ids (at-least-once) rather than being skipped as already seen.
                 out = self.engine.process(records, flush=False)
-                await self._send(out)
-                await self.app.producer.flush()
-                self.engine.states.flush()
+                await self._deliver(self._outputs(out), tid)
+                self.engine.states.flush()  # into the local store; changelog records kept
+                await self._send_changelog(partition, tid)
             finally:
                 _current_event.reset(token)
             late = sum(1 for r in partition_records if r.late)
@@ -217,16 +264,54 @@ class Worker:
             for e in events:
                 await self.stream.ack(e)
 
-    async def _send(self, out: BatchOutput) -> None:
+    def _outputs(self, out: BatchOutput) -> Iterator[tuple[str, bytes | None, bytes]]:
         t = self.settings.topics
         for value, (kind, key) in zip(out.actions, out.action_keys, strict=True):
-            topic = self.out[t.alerts if kind == "alert" else t.offers]
-            await topic.send(key=key.encode(), value=value)
+            yield (t.alerts if kind == "alert" else t.offers), key.encode(), value
         for value, key in zip(out.decisions, out.decision_keys, strict=True):
-            await self.out[t.decisions].send(key=key.encode(), value=value)
+            yield t.decisions, key.encode(), value
         for value, maybe_key in zip(out.dead_letters, out.dead_letter_keys, strict=True):
-            dlq_key = maybe_key.encode() if maybe_key else None
-            await self.out[t.dlq].send(key=dlq_key, value=value)
+            yield t.dlq, (maybe_key.encode() if maybe_key else None), value
+
+    async def _deliver(
+        self,
+        messages: Iterable[tuple[str, bytes | None, bytes | None]],
+        tid: str | None,
+        partition: int | None = None,
+    ) -> list[Any]:
+        """Send and wait until Kafka has every message (inside transaction `tid`, if any);
+        the record metadata, in order. A failure raises: nothing is acked then."""
+        producer: Any = self.app.producer
+        await producer.maybe_start()
+        pending = [
+            await producer.send(topic, key, value, partition, None, None, transactional_id=tid)
+            for topic, key, value in messages
+        ]
+        return list(await asyncio.gather(*pending)) if pending else []
+
+    async def _send_changelog(self, partition: int, tid: str | None) -> None:
+        """The state changes of the batch to the table's changelog, then the changelog offset
+        the local store has (so a restart restores only what came after it)."""
+        changes, self.store.changes = self.store.changes, []
+        topic = self.table.changelog_topic.get_topic_name()
+        sent = await self._deliver(((topic, k, v) for k, v in changes), tid, partition)
+        if not sent:
+            return
+        tp, offset = sent[-1].topic_partition, max(m.offset for m in sent)
+        store: Any = self.table.data
+        if self.exactly_once:  # the offset counts once the transaction is committed
+            self.app.tables.persist_offset_on_commit(store, tp, offset)
+        else:
+            store.set_persisted_offset(tp, offset)
+
+    def _transactional_id(self, event: EventT[Any]) -> str | None:
+        """With exactly_once, the Kafka transaction of the event's input partition (the one
+        Faust commits that partition's offsets in); None otherwise."""
+        if not self.exactly_once:
+            return None
+        message = event.message
+        group = self.app.assignor.group_for_topic(message.topic)
+        return f"{self.app.conf.id}-{group}-{message.partition}"
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -290,6 +375,46 @@ def run_worker(settings: Settings, rules: RuleSet) -> int:
         start_http_server(settings.web_port, registry=observer.registry)
         log.info("metrics on http://0.0.0.0:%d/metrics", settings.web_port)
     worker = Worker(settings, rules, observer)
+    clean = CleanShutdown(Path(worker.app.conf.tabledir), enabled=worker.exactly_once)
+    clean.check(say)
     faust_worker = faust.Worker(worker.app, loglevel="INFO", quiet=True)
-    faust_worker.execute_from_commandline()
+    try:
+        faust_worker.execute_from_commandline()
+    except SystemExit as exit:
+        if exit.code in (0, None) and worker.app.crash_reason is None:
+            clean.mark()
+        raise
     return 0
+
+
+class CleanShutdown:
+    """With exactly_once, local state is only trusted after a clean shutdown.
+
+    After a crash the local RocksDB can hold writes of a transaction that Kafka aborted:
+    events that will be delivered again would then look already applied, and their
+    actions would never be committed. Like Kafka Streams under exactly-once, a worker that
+    did not stop cleanly discards its local state and restores it from the changelog
+    (read_committed, so only committed state comes back).
+    """
+
+    def __init__(self, tabledir: Path, *, enabled: bool) -> None:
+        self.tabledir = tabledir
+        self.marker = tabledir.parent / "clean-shutdown"
+        self.enabled = enabled
+
+    def check(self, say: Callable[[str], None]) -> None:
+        """Discard local state unless the last run stopped cleanly; then unmark."""
+        if not self.enabled:
+            return
+        if not self.marker.exists() and self.tabledir.exists() and any(self.tabledir.iterdir()):
+            say(
+                "no clean shutdown recorded (exactly_once): local state discarded, "
+                "restoring it from the changelog"
+            )
+            shutil.rmtree(self.tabledir)
+        self.marker.unlink(missing_ok=True)
+
+    def mark(self) -> None:
+        if self.enabled:
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            self.marker.touch()
