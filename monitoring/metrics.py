@@ -36,6 +36,9 @@ class Observer(Protocol):
     def late_events(self, count: int) -> None:
         """Events applied after events of their partition with later event times."""
 
+    def refetched(self, count: int) -> None:
+        """Input records the Kafka client skipped, read again by the worker."""
+
 
 class NoopObserver:
     """Reports nothing."""
@@ -62,6 +65,9 @@ class NoopObserver:
         pass
 
     def late_events(self, count: int) -> None:
+        pass
+
+    def refetched(self, count: int) -> None:
         pass
 
 
@@ -109,6 +115,11 @@ class PrometheusObserver:
             "Events applied after events of their partition with later event times.",
             registry=r,
         )
+        self._refetched = Counter(
+            "crm_input_refetched_records",
+            "Input records the Faust consumer skipped without a rebalance, read again directly.",
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], Counter] = {}
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
@@ -143,3 +154,6 @@ class PrometheusObserver:
 
     def late_events(self, count: int) -> None:
         self._late.inc(count)
+
+    def refetched(self, count: int) -> None:
+        self._refetched.inc(count)

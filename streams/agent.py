@@ -22,9 +22,11 @@ import logging
 import math
 import shutil
 import sys
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,104 @@ def event_time(raw: bytes) -> float:
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
         pass
     return -math.inf
+
+
+@dataclass
+class Input:
+    """One input record in the merger: from Faust (`event`, acked after processing) or
+    read again directly because Faust's consumer skipped it (`event` None)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    generation: int | None
+    event: EventT[Any] | None = None
+
+
+class Refetcher:
+    """Reads input records straight from Kafka (confluent-kafka, no consumer group).
+
+    Faust's consumer can skip records without a rebalance (seen under load: a run of
+    records of one partition never reached the agent, and the commit moved past them).
+    The worker notices the jump in offsets and reads the missing range here, so no input
+    record is lost; `crm_input_refetched_records_total` counts them.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: Any = None
+        self._group: Any = None
+
+    def _connect(self) -> Any:
+        if self._consumer is None:
+            from confluent_kafka import Consumer
+
+            s = self.settings
+            isolation = "read_committed" if s.processing_guarantee == "exactly_once" else None
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": s.brokers,
+                    "group.id": f"{s.app_id}-refetch",  # never joined: partitions are assigned
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "isolation.level": isolation or "read_uncommitted",
+                    **s.kafka.librdkafka(),
+                }
+            )
+        return self._consumer
+
+    def read(self, topic: str, partition: int, start: int, end: int) -> list[tuple[int, bytes]]:
+        """The records with offsets in [start, end), in order."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        consumer = self._connect()
+        consumer.assign([TopicPartition(topic, partition, start)])
+        out: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                msg = consumer.poll(1.0)
+                if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return out
+                    raise KafkaException(error)
+                if msg.offset() >= end:
+                    return out
+                out.append((msg.offset(), msg.value() or b""))
+        finally:
+            consumer.unassign()
+        raise TimeoutError(f"reading {topic}/{partition} offsets {start}..{end - 1} timed out")
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        """Where the worker's consumer group starts on a partition: its committed offset,
+        or the first offset the partition holds if the group has committed none."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        s = self.settings
+        if self._group is None:
+            self._group = Consumer(
+                {
+                    "bootstrap.servers": s.brokers,
+                    "group.id": s.app_id,  # only asked for its committed offsets, never joined
+                    "enable.auto.commit": False,
+                    **s.kafka.librdkafka(),
+                }
+            )
+        tp = TopicPartition(topic, partition)
+        committed = self._group.committed([tp], timeout=30)[0].offset
+        if committed >= 0:
+            return int(committed)
+        low, _high = self._group.get_watermark_offsets(tp, 30, False)
+        return int(low)
+
+    def close(self) -> None:
+        for consumer in (self._consumer, self._group):
+            if consumer is not None:
+                consumer.close()
 
 
 class TableStore:
@@ -128,7 +228,7 @@ class Worker:
         self.rank = sorted(types, key=lambda t: TIE_ORDER.index(types[t]))
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.inputs = self.app.topic(*types, partitions=settings.partitions, **raw)
-        self.merger: EventTimeMerger[EventT[Any]] = EventTimeMerger(
+        self.merger: EventTimeMerger[Input] = EventTimeMerger(
             self.rank,
             settings.max_task_idle_ms / 1000,
             max_lag_wait=settings.max_lag_wait_ms / 1000,
@@ -141,6 +241,9 @@ class Worker:
             state_ttl=settings.state_ttl_days * 86400,
         )
         self.last_offset: dict[tuple[str, int], int] = {}
+        self.refetcher = Refetcher(settings)
+        # the latest Faust event per partition: the table store needs one of the partition
+        self.anchor: dict[int, EventT[Any]] = {}
         self.lock = asyncio.Lock()
         self.stream: Stream[Any] | None = None
         self.app.agent(self.inputs, name="crm-triggers")(self._agent)
@@ -168,10 +271,10 @@ class Worker:
 
         consumer.commit = commit_between_batches
 
-    def _current(self, event: EventT[Any]) -> bool:
+    def _current(self, generation: int | None) -> bool:
         """False for a record fetched before the latest rebalance: the partition was revoked
         (and maybe assigned again), and Kafka delivers it again from the committed offset."""
-        return event.message.generation_id == self.app.consumer_generation_id
+        return generation == self.app.consumer_generation_id
 
     async def _agent(self, stream: StreamT[Any]) -> None:
         assert isinstance(stream, Stream)  # noack_take is on the implementation
@@ -185,20 +288,75 @@ class Worker:
 
     async def _tick(self) -> None:
         """Release what has waited long enough even when no new records arrive."""
-        if self.stream is None or not len(self.merger):
+        if self.stream is None or not len(self.merger) or self.app.rebalancing:
             return
         await asyncio.shield(self._step([]))
 
     async def _step(self, events: Sequence[EventT[Any]]) -> None:
         async with self.lock:
             for event in events:
-                if not self._current(event):
-                    continue
                 message = event.message
-                ts = event_time(message.value or b"")
-                self.merger.add(message.topic, message.partition, ts, event)
-                self.last_offset[message.topic, message.partition] = message.offset
-            await self._process(self.merger.ready(self._caught_up))
+                if not self._current(message.generation_id):
+                    continue
+                key = (message.topic, message.partition)
+                expected = self._next_offset(key)
+                if message.offset < expected:
+                    continue  # delivered twice: the first delivery is held or applied
+                if message.offset > expected:
+                    await self._refetch(key, expected, message.offset, message.generation_id)
+                self.anchor[message.partition] = event
+                self._add(
+                    Input(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.value or b"",
+                        message.generation_id,
+                        event,
+                    )
+                )
+            if not self.app.rebalancing:
+                # Faust may hand over records while it still restores state after a
+                # rebalance: they wait in the merger until the state is complete.
+                await self._process(self.merger.ready(self._caught_up))
+
+    def _add(self, record: Input) -> None:
+        ts = event_time(record.value)
+        self.merger.add(record.topic, record.partition, ts, record)
+        self.last_offset[record.topic, record.partition] = record.offset
+
+    def _next_offset(self, key: tuple[str, int]) -> int:
+        """The offset the next record of this input partition should have: one past the last
+        one received or, for the first, where the consumer group starts (asked from Kafka:
+        Faust may hand over records before it has fetched its committed offsets)."""
+        last = self.last_offset.get(key)
+        if last is not None:
+            return last + 1
+        offset = self.refetcher.start_offset(*key)
+        self.last_offset[key] = offset - 1
+        return offset
+
+    async def _refetch(
+        self, key: tuple[str, int], start: int, end: int, generation: int | None
+    ) -> None:
+        """Records [start, end) of an input partition never reached the agent: read them
+        again. (Offsets with no record, such as transaction markers, simply read nothing.
+        Faust's own record of skipped offsets is not trusted: it also covers records its
+        consumer dropped.)"""
+        records = await asyncio.to_thread(self.refetcher.read, key[0], key[1], start, end)
+        if not records:
+            return
+        log.warning(
+            "input %s/%d: offsets %d..%d never reached the agent; read %d records again",
+            key[0],
+            key[1],
+            start,
+            end - 1,
+            len(records),
+        )
+        self.observer.refetched(len(records))
+        for offset, value in records:
+            self._add(Input(key[0], key[1], offset, value, generation))
 
     async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
@@ -209,44 +367,58 @@ class Worker:
         if dropped:
             log.info("partitions revoked: %d buffered records left to the new owner", len(dropped))
 
-    def _caught_up(self, topic: str, partition: int) -> bool | None:
-        """True if this worker has every record the broker holds for the partition, False if
-        the broker holds records it has not received yet, None if that is not known."""
+    def _caught_up(self, topic: str, partition: int, since: float) -> bool | None:
+        """True if this worker has every record the broker held for the partition when the
+        oldest waiting record arrived (`since`, monotonic clock); False if the broker holds
+        records it has not received yet, or its last word on the partition is older than
+        that (the next fetch response, within `fetch_max_wait`, settles it); None if
+        nothing is known."""
         tp = TP(topic, partition)
         try:
-            highwater = self.app.consumer.highwater(tp)
-        except (KeyError, AttributeError, AssertionError):
+            client: Any = self.app.consumer
+            kafka = client._thread._ensure_consumer()
+            highwater = client.highwater(tp)  # the last stable offset with exactly_once
+            polled_ms = kafka.last_poll_timestamp(tp)
+        except (KeyError, AttributeError, AssertionError, TypeError):
             return None
-        if highwater is None:
+        if highwater is None or polled_ms is None:
             return None
         last = self.last_offset.get((topic, partition))
-        if last is not None:
-            return last + 1 >= highwater
-        consumer: Any = self.app.consumer  # faust keeps the committed offsets it started from
-        committed = consumer._committed_offset.get(tp)
-        return highwater <= (committed or 0)
+        if last is None:
+            committed = client._committed_offset.get(tp)
+            if committed is None:
+                return None
+            last = committed - 1
+        if last + 1 < highwater:
+            return False
+        # The highwater mark is as of the last fetch response for this partition: it
+        # covers a record of another topic only if it is newer than that record's arrival.
+        arrived = time.time() - (time.monotonic() - since)
+        return bool(polled_ms / 1000 >= arrived)
 
-    async def _process(self, released: list[Released[EventT[Any]]]) -> None:
+    async def _process(self, released: list[Released[Input]]) -> None:
         if not released:
             return
-        by_partition: dict[int, list[Released[EventT[Any]]]] = defaultdict(list)
+        by_partition: dict[int, list[Released[Input]]] = defaultdict(list)
         for r in released:
-            if self._current(r.item):  # a stale record is fetched again: skip, do not ack
+            if self._current(r.item.generation):  # a stale record comes again: skip it
                 by_partition[r.partition].append(r)
         for partition, partition_records in by_partition.items():
-            events = [r.item for r in partition_records]
-            tid = self._transactional_id(events[0])
+            inputs = [r.item for r in partition_records]
+            tid = self._transactional_id(inputs[0])
             # Faust's table store takes the partition from the current event.
-            token = _current_event.set(weakref.ref(events[-1]))
+            held = [i.event for i in inputs if i.event is not None]
+            anchor = held[-1] if held else self.anchor[partition]
+            token = _current_event.set(weakref.ref(anchor))
             try:
                 records = [
                     Record(
-                        e.message.value or b"",
-                        f"{e.message.topic}/{e.message.partition}@{e.message.offset}",
-                        f"{e.message.topic}/{e.message.partition}",
-                        e.message.offset,
+                        i.value,
+                        f"{i.topic}/{i.partition}@{i.offset}",
+                        f"{i.topic}/{i.partition}",
+                        i.offset,
                     )
-                    for e in events
+                    for i in inputs
                 ]
                 # Outputs reach Kafka before the state that remembers these events does:
                 # after a crash in between, the events run again and resend the same
@@ -261,8 +433,12 @@ class Worker:
             if late:
                 self.observer.late_events(late)
             assert self.stream is not None
-            for e in events:
-                await self.stream.ack(e)
+            consumer: Any = self.app.consumer
+            for i in inputs:
+                if i.event is not None:
+                    await self.stream.ack(i.event)
+                else:  # read again by the worker: let Faust commit past it
+                    await consumer._add_gap(TP(i.topic, i.partition), i.offset, i.offset)
 
     def _outputs(self, out: BatchOutput) -> Iterator[tuple[str, bytes | None, bytes]]:
         t = self.settings.topics
@@ -304,14 +480,13 @@ class Worker:
         else:
             store.set_persisted_offset(tp, offset)
 
-    def _transactional_id(self, event: EventT[Any]) -> str | None:
-        """With exactly_once, the Kafka transaction of the event's input partition (the one
+    def _transactional_id(self, record: Input) -> str | None:
+        """With exactly_once, the Kafka transaction of the record's input partition (the one
         Faust commits that partition's offsets in); None otherwise."""
         if not self.exactly_once:
             return None
-        message = event.message
-        group = self.app.assignor.group_for_topic(message.topic)
-        return f"{self.app.conf.id}-{group}-{message.partition}"
+        group = self.app.assignor.group_for_topic(record.topic)
+        return f"{self.app.conf.id}-{group}-{record.partition}"
 
 
 def build_app(settings: Settings) -> faust.App:

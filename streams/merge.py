@@ -34,8 +34,10 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-CaughtUp = Callable[[str, int], bool | None]
-"""(topic, partition) -> True: caught up; False: records known to be on their way; None: unknown."""
+CaughtUp = Callable[[str, int, float], bool | None]
+"""(topic, partition, since) -> True: caught up with everything the broker held at `since`
+(a time of this merger's clock: when the oldest record now waiting arrived); False: records
+known to be on their way, or not known yet as of `since`; None: unknown."""
 
 
 @dataclass(order=True)
@@ -112,7 +114,7 @@ class EventTimeMerger(Generic[T]):
 
     def drain(self) -> list[Released[T]]:
         """Everything buffered, in order, waiting for nothing (at shutdown or revocation)."""
-        return self.ready(lambda topic, partition: True)
+        return self.ready(lambda topic, partition, since: True)
 
     def forget(self, partitions: set[int]) -> list[Released[T]]:
         """Drop the buffers of partitions this worker no longer owns; return what they held
@@ -136,10 +138,11 @@ class EventTimeMerger(Generic[T]):
         empty = [t for t, q in queues.items() if not q]
         if not empty:
             return True
-        states = [caught_up(t, partition) if caught_up else None for t in empty]
+        since = min(e.arrived for e in heads)
+        states = [caught_up(t, partition, since) if caught_up else None for t in empty]
         if all(state is True for state in states):
             return True
-        waited = now - min(e.arrived for e in heads)
+        waited = now - since
         if any(state is False for state in states):
             return waited >= self.max_lag_wait
         return waited >= self.max_idle

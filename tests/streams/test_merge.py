@@ -51,7 +51,7 @@ def test_an_empty_topic_holds_records_back_until_max_idle() -> None:
 def test_a_caught_up_topic_does_not_hold_anything_back() -> None:
     m, _ = merger()
     m.add("transactions", 0, 10.0, "t10")
-    assert items(m.ready(lambda topic, partition: topic != "transactions")) == ["t10"]
+    assert items(m.ready(lambda topic, partition, since: topic != "transactions")) == ["t10"]
 
 
 def test_partitions_are_independent() -> None:
@@ -98,7 +98,7 @@ def test_a_topic_known_to_have_unread_records_is_waited_for_longer() -> None:
     m: EventTimeMerger[str] = EventTimeMerger(TOPICS, 0.05, clock, max_lag_wait=2.0)
     m.add("transactions", 0, 10.0, "t10")
 
-    def lagging(topic: str, partition: int) -> bool:
+    def lagging(topic: str, partition: int, since: float) -> bool:
         return topic != "profiles"
 
     clock.now = 1.0
