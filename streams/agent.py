@@ -1,18 +1,24 @@
 """The Kafka worker: a Faust agent over the input topics, state in a RocksDB-backed table.
 
 This is the only module that knows Faust. Per batch taken from the input topics it:
-1. buffers the records in the event-time merger (streams/merge.py) and takes what is ready;
-2. per partition, in order, runs them through the same Engine as replay, with customer
+1. checks each record's offset follows on from the last one of its input partition (or
+   from the group's committed offset) and reads any range Faust's consumer skipped again
+   straight from Kafka (`Refetcher`); drops records fetched before the latest rebalance;
+2. buffers the records in the event-time merger (streams/merge.py) and takes what is
+   ready, once Faust has finished restoring state;
+3. per partition, in order, runs them through the same Engine as replay, with customer
    state in the Faust table (RocksDB through rocksdict, changelog in Kafka): each customer
    is read once and written once per batch, so one changelog message per customer per batch;
-3. sends actions, decisions and dead letters to their topics and waits until Kafka has them,
-   then writes the changed states (table and changelog), then acks the input records.
-Offsets are committed by Faust only up to acked records, after the producer is flushed
-(at-least-once), or inside the Kafka transaction (exactly-once). Records still waiting in
-the merger are not acked, so a crash or a rebalance never loses them.
+4. sends actions, decisions and dead letters to their topics and waits until Kafka has them,
+   then writes the changed states to the local store and sends their changelog records
+   itself, waits for those too, then acks the input records.
+Offsets are committed by Faust only up to acked records (at-least-once), or inside the
+Kafka transaction of the input partition that also holds the batch's outputs and changelog
+records (exactly-once); a commit always waits for the batch in progress. Records still
+waiting in the merger are not acked, so a crash or a rebalance never loses them.
 
 No exception from one event reaches Faust (which would ack and drop the message): the
-Engine turns it into a dead letter.
+Engine turns it into a dead letter. A failure to deliver to Kafka stops the worker.
 """
 
 from __future__ import annotations
