@@ -32,6 +32,7 @@ format: setup
 
 bench: setup
 	$(BIN)/python -m bench.replay_throughput
+	$(BIN)/python -m bench.quality
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -10,8 +10,9 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from pydantic import ValidationError
@@ -108,8 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--customers", type=int, default=1000, metavar="N")
     s.add_argument("--days", type=int, default=30, metavar="D")
     s.add_argument("--seed", type=int, default=1, metavar="S")
-    s.add_argument("--out", default="-", metavar="FILE", help="JSON Lines output (default: stdout)")
+    s.add_argument(
+        "--out",
+        metavar="FILE",
+        help="JSON Lines output (default: stdout, unless --brokers sends the events to Kafka)",
+    )
     s.add_argument("--labels", metavar="FILE", help="write the injected anomalies here")
+    _kafka_flags(s)
+    s.add_argument(
+        "--rate", type=float, metavar="N", help="with --brokers: events per second (default: max)"
+    )
     s.set_defaults(run=_simulate)
 
     d = sub.add_parser("demo", help="simulate a bank and watch offers and alerts fire")
@@ -283,20 +292,70 @@ def _simulate(args: argparse.Namespace) -> int:
 
     if args.customers < 1 or args.days < 1:
         raise UsageError("--customers and --days must be at least 1")
+    if args.rate is not None and (args.brokers is None or args.rate <= 0):
+        raise UsageError("--rate needs --brokers and a positive number")
     labels: list[Label] | None = [] if args.labels else None
-    with contextlib.ExitStack() as stack:
-        out = (
-            sys.stdout
-            if args.out == "-"
-            else stack.enter_context(open(args.out, "w", encoding="utf-8"))
-        )
-        count = write_jsonl(simulate(args.customers, args.days, args.seed, labels=labels), out)
+    events = simulate(args.customers, args.days, args.seed, labels=labels)
+    if args.brokers is not None:
+        count = _simulate_to_kafka(args, events)
+    else:
+        with contextlib.ExitStack() as stack:
+            out = (
+                sys.stdout
+                if args.out in (None, "-")
+                else stack.enter_context(open(args.out, "w", encoding="utf-8"))
+            )
+            count = write_jsonl(events, out)
     if labels is not None:
         with open(args.labels, "w", encoding="utf-8") as fh:
             for label in labels:
                 fh.write(json.dumps(label.__dict__) + "\n")
-    print(f"simulate: wrote {count:,} events", file=sys.stderr)
+    if args.brokers is None:
+        print(f"simulate: wrote {count:,} events", file=sys.stderr)
     return 0
+
+
+def _simulate_to_kafka(args: argparse.Namespace, events: Iterable[dict[str, Any]]) -> int:
+    """Send the events to the input topics (and to --out too, if given)."""
+    from streams.produce import Produced, produce
+    from streams.simulate import write_jsonl
+
+    settings = _settings(args)
+    with contextlib.ExitStack() as stack:
+        if args.out not in (None, "-"):
+            copy = stack.enter_context(open(args.out, "w", encoding="utf-8"))
+            events = _tee(events, lambda batch: write_jsonl(batch, copy))
+
+        def say(p: Produced) -> None:
+            print(f"simulate: {p.events:,} events sent ({p.rate:,.0f}/s)", file=sys.stderr)
+
+        try:
+            stats = produce(events, settings, rate=args.rate, progress=say)
+        except KafkaException as exc:
+            raise UsageError(f"cannot produce to {settings.brokers}: {exc}") from None
+    if stats.undelivered:
+        print(f"simulate: {stats.undelivered:,} events not delivered", file=sys.stderr)
+        raise SystemExit(1)
+    topics = ", ".join(f"{t} {n:,}" for t, n in (stats.by_topic or {}).items())
+    print(
+        f"simulate: sent {stats.events:,} events in {stats.seconds:.1f}s ({topics})",
+        file=sys.stderr,
+    )
+    return stats.events
+
+
+def _tee(
+    events: Iterable[dict[str, Any]], write: Callable[[list[dict[str, Any]]], object]
+) -> Iterator[dict[str, Any]]:
+    batch: list[dict[str, Any]] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) == 2048:
+            write(batch)
+            batch = []
+        yield event
+    if batch:
+        write(batch)
 
 
 def _demo(args: argparse.Namespace) -> int:
