@@ -605,7 +605,8 @@ def section(r: dict[str, Any]) -> str:
         + f"the worker wrote "
         f"{_n(w['changelog_records'])} state changelog records "
         f"({w['changelog_records_per_event']:.2f} per event), each a RocksDB read and write, a "
-        f"MessagePack encode and a Kafka message, with a producer flush before every ack."
+        "MessagePack encode and a Kafka message; each batch waits for Kafka to acknowledge "
+        "its outputs, then its changelog records, before it is acked."
     )
     meaning.append(
         "Latency (event to action), a baseline to compare against and the hardware's ceiling "
