@@ -260,6 +260,45 @@ def high_watermarks(s: Settings, parts: list[TopicPartition]) -> dict[tuple[str,
         consumer.close()
 
 
+def ceiling(s: Settings) -> dict[str, Any]:
+    """The hardware's ceiling: a bare confluent-kafka consumer (no group, no processing)
+    reading every input record from the start to the high watermarks."""
+    parts = input_partitions(s)
+    highs = high_watermarks(s, parts)
+    want = sum(highs.values())
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.brokers,
+            "group.id": f"ceiling-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    remaining = {key for key, high in highs.items() if high > 0}
+    consumer.assign([TopicPartition(t, p, 0) for t, p in remaining])
+    count, cpu0, t0 = 0, time.process_time(), time.perf_counter()
+    deadline = t0 + 120
+    try:
+        while remaining and time.perf_counter() < deadline:
+            for msg in consumer.consume(10_000, 1.0):
+                if msg.error() is not None:
+                    continue
+                count += 1
+                key = (msg.topic(), msg.partition())
+                if msg.offset() + 1 >= highs[key]:
+                    remaining.discard(key)
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    finally:
+        consumer.close()
+    return {
+        "events": count,
+        "expected": want,
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
+        "events_per_s": round(count / seconds) if seconds > 0 else None,
+    }
+
+
 def offsets_reader(s: Settings) -> Consumer:
     """A consumer in the worker's group that never joins it: only reads its committed offsets.
 
@@ -522,14 +561,31 @@ def embedded_rate() -> dict[str, Any] | None:
 
 
 def table(r: dict[str, Any]) -> str:
-    p, w, emb = r["producer"], r["worker"], r["embedded"]
+    p, w, emb, bare = r["producer"], r["worker"], r["embedded"], r.get("ceiling")
     ratio = f"{w['events_per_s'] / emb['events_per_s']:.0%}" if emb and w["events_per_s"] else "n/a"
-    head = ("events", "producer events/s", "worker start-up (s)", "drain (s)",
-            "worker events/s", "vs embedded engine in memory")  # fmt: skip
-    row = (_n(p["events"]), _n(p["events_per_s"]), f"{w['startup_seconds']:.1f}",
-           f"{w['drain_seconds']:.1f}", f"**{_n(w['events_per_s'])}**", ratio)  # fmt: skip
+    top = bare["events_per_s"] if bare else None
+    vs_top = f"{w['events_per_s'] / top:.1%}" if top and w["events_per_s"] else "n/a"
+    head = ("events", "producer events/s", "ceiling: bare consumer events/s",
+            "worker start-up (s)", "drain (s)", "worker events/s", "vs ceiling",
+            "vs embedded engine in memory")  # fmt: skip
+    row = (_n(p["events"]), _n(p["events_per_s"]), _n(top), f"{w['startup_seconds']:.1f}",
+           f"{w['drain_seconds']:.1f}", f"**{_n(w['events_per_s'])}**", vs_top, ratio)  # fmt: skip
     return "\n".join(
-        ["| " + " | ".join(head) + " |", "|--:|--:|--:|--:|--:|--:|", "| " + " | ".join(row) + " |"]
+        [
+            "| " + " | ".join(head) + " |",
+            "|" + "--:|" * len(head),
+            "| " + " | ".join(row) + " |",
+        ]
+    )
+
+
+def _ceiling_text(bare: dict[str, Any] | None) -> str:
+    if not bare:
+        return ""
+    return (
+        f"Ceiling: one confluent-kafka consumer with no group and no processing read the same "
+        f"{_n(bare['events'])} records from offset 0 to the high watermarks in "
+        f"{bare['seconds']:.2f} s ({bare['cpu_seconds']:.2f} s CPU), before the worker started. "
     )
 
 
@@ -609,8 +665,7 @@ def section(r: dict[str, Any]) -> str:
         "its outputs, then its changelog records, before it is acked."
     )
     meaning.append(
-        "Latency (event to action), a baseline to compare against and the hardware's ceiling "
-        "come with issue 4."
+        "Latency (event to action) and a naive Faust baseline to compare against come with issue 4."
     )
     ws = r["worker_settings"]
     return "\n".join([
@@ -637,7 +692,9 @@ def section(r: dict[str, Any]) -> str:
         f"(streams/agent.py), so both are measured to within that); worker events/s is "
         f"events / drain ({_n(w['events_per_s_after_first_commit'])} counting only the events "
         f"committed after the first commit, {_n(w['events_per_s_incl_startup'])} including "
-        f"start-up). Producer events/s: {p['config']}, {p['mb_per_s']:.1f} MB/s. {load}",
+        f"start-up). Producer events/s: {p['config']}, {p['mb_per_s']:.1f} MB/s. "
+        + _ceiling_text(r.get("ceiling"))
+        + load,
         "",
         parity,
         "",
@@ -731,6 +788,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         producer = produce(s, lines, warmup)
         log(f"produced in {producer['seconds']:.1f}s ({_n(producer['events_per_s'])} events/s)")
 
+        log("measuring the ceiling: a bare consumer reading the same records")
+        bare = ceiling(s)
+        log(f"ceiling: {_n(bare['events_per_s'])} events/s ({bare['seconds']:.2f}s)")
+
         log("starting the worker")
         worker = run_worker(s, len(lines), tmp / "worker.log", ours, broker_pid)
         log(
@@ -767,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": "python -m streams.cli worker (CRM_* environment, web port 0)",
         },
         "producer": producer,
+        "ceiling": bare,
         "worker": worker,
         "embedded": embedded_rate(),
         "parity": parity,
