@@ -152,6 +152,7 @@ def produce(s: Settings, events: list[bytes], *, in_order: bool = False) -> None
             "partitioner": "murmur2_random",
             "enable.idempotence": True,
             "linger.ms": 0 if in_order else 5,
+            "compression.type": "lz4",  # the worker must read compressed input
         }
     )
     by_type = {v: k for k, v in s.topics.inputs().items()}
