@@ -39,8 +39,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,30 +52,22 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.worker_throughput import (
-    DRAIN_TIMEOUT,
     PARTITIONS,
     POLL,
     ROOT,
-    STARTUP_TIMEOUT,
     _delete_topics,
     _delta,
     _jvm_opts,
     _n,
-    _pdeathsig,
-    _tail,
     ancestors,
     bench_settings,
-    committed,
-    cpu_seconds,
     high_watermarks,
-    input_partitions,
     java_version,
     log,
     machine_info,
-    offsets_reader,
-    other_work,
     produce,
     stream_file,
+    time_drain,
     wait_for_leaders,
 )
 from scripts.kafka_local import Broker, kafka_version
@@ -220,69 +210,13 @@ def run_app(argv: Sequence[str]) -> int:
 def run_naive(
     s: Settings, events: int, log_path: Path, ours: set[int], broker_pid: int | None
 ) -> dict[str, Any]:
-    reader = offsets_reader(s)  # group s.app_id: the naive app's id
-    parts = input_partitions(s)
-    highs = high_watermarks(s, parts)
-    if sum(highs.values()) != events:
-        raise SystemExit(
-            f"bench: input topics hold {sum(highs.values()):,} records, not {events:,}"
-        )
-    busy = other_work(ours)
-    samples: list[tuple[float, int]] = []
-    cmd = [*_pdeathsig(), sys.executable, "-m", "bench.naive_faust", "app",
+    cmd = [sys.executable, "-m", "bench.naive_faust", "app",
            "--broker", s.brokers, "--app-id", s.app_id, "--datadir", str(s.state_dir),
            "--inputs", ",".join(s.topics.inputs()), "--alerts", s.topics.alerts,
            "--offers", s.topics.offers]  # fmt: skip
-    with log_path.open("wb") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        ours.add(proc.pid)
-        try:
-            first = last_busy_check = None
-            while True:
-                now = time.perf_counter()
-                if proc.poll() is not None:
-                    raise SystemExit(
-                        f"bench: the naive app exited with {proc.returncode}:\n{_tail(log_path)}"
-                    )
-                limit = STARTUP_TIMEOUT if first is None else DRAIN_TIMEOUT
-                if now - (started if first is None else first[0]) > limit:
-                    what = "start-up (first commit)" if first is None else "drain"
-                    raise SystemExit(
-                        f"bench: {what} took over {limit:.0f} s; app log:\n{_tail(log_path)}"
-                    )
-                offsets = committed(reader, parts)
-                if offsets is None:
-                    time.sleep(POLL)
-                    continue
-                t = time.perf_counter()
-                done = sum(offsets.values())
-                if done and (not samples or samples[-1][1] != done):
-                    samples.append((t - started, done))
-                if done and first is None:
-                    first = (t, done, cpu_seconds(proc.pid), cpu_seconds(broker_pid))
-                    log(f"first commit after {t - started:.2f}s ({done:,} events committed)")
-                if all(offsets.get(k, 0) >= v for k, v in highs.items()):
-                    end = (t, done, cpu_seconds(proc.pid), cpu_seconds(broker_pid))
-                    break
-                if last_busy_check is None or t - last_busy_check > 2:
-                    busy |= other_work(ours)
-                    last_busy_check = t
-                    if first is not None:
-                        log(f"committed {done:,}/{events:,}")
-                time.sleep(POLL)
-            log(f"drained after {end[0] - started:.2f}s")
-        finally:
-            reader.close()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    busy |= other_work(ours)
-    assert first is not None
+    # group s.app_id: the naive app's id
+    d = time_drain(s, events, cmd, None, log_path, ours, broker_pid, name="naive app")
+    started, first, end, samples, busy = d.started, d.first, d.end, d.samples, d.busy
     changelog = f"{s.app_id}-{TABLE}-changelog"
     state_writes = sum(
         high_watermarks(s, [TopicPartition(changelog, p) for p in range(PARTITIONS)]).values()

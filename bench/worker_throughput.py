@@ -36,6 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -372,9 +373,30 @@ def decision_key(d: dict[str, Any]) -> tuple[Any, ...]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def run_worker(
-    s: Settings, events: int, log_path: Path, ours: set[int], broker_pid: int | None
-) -> dict[str, Any]:
+@dataclass
+class Drain:
+    """Timings of one process draining the input topics: `first` and `end` are
+    (perf_counter time, events committed, process CPU s, broker CPU s)."""
+
+    started: float
+    first: tuple[float, int, float | None, float | None]
+    end: tuple[float, int, float | None, float | None]
+    samples: list[tuple[float, int]]
+    busy: set[str]
+
+
+def time_drain(
+    s: Settings,
+    events: int,
+    cmd: list[str],
+    env: dict[str, str] | None,
+    log_path: Path,
+    ours: set[int],
+    broker_pid: int | None,
+    name: str = "worker",
+) -> Drain:
+    """Start `cmd` (a consumer in group `s.app_id`), time it from start to its first commit
+    and on until its committed offsets reach the input partitions' high watermarks, stop it."""
     reader = offsets_reader(s)
     parts = input_partitions(s)
     highs = high_watermarks(s, parts)
@@ -387,11 +409,7 @@ def run_worker(
     with log_path.open("wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [*_pdeathsig(), sys.executable, "-m", "streams.cli", "worker"],
-            cwd=ROOT,
-            env=worker_env(s),
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [*_pdeathsig(), *cmd], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
         ours.add(proc.pid)
         try:
@@ -400,13 +418,13 @@ def run_worker(
                 now = time.perf_counter()
                 if proc.poll() is not None:
                     raise SystemExit(
-                        f"bench: the worker exited with {proc.returncode}:\n{_tail(log_path)}"
+                        f"bench: the {name} exited with {proc.returncode}:\n{_tail(log_path)}"
                     )
                 limit = STARTUP_TIMEOUT if first is None else DRAIN_TIMEOUT
                 if now - (started if first is None else first[0]) > limit:
                     what = "start-up (first commit)" if first is None else "drain"
                     raise SystemExit(
-                        f"bench: {what} took over {limit:.0f} s; worker log:\n{_tail(log_path)}"
+                        f"bench: {what} took over {limit:.0f} s; {name} log:\n{_tail(log_path)}"
                     )
                 offsets = committed(reader, parts)
                 if offsets is None:
@@ -440,6 +458,22 @@ def run_worker(
                     proc.wait()
     busy |= other_work(ours)
     assert first is not None
+    return Drain(started, first, end, samples, busy)
+
+
+def run_worker(
+    s: Settings, events: int, log_path: Path, ours: set[int], broker_pid: int | None
+) -> dict[str, Any]:
+    d = time_drain(
+        s,
+        events,
+        [sys.executable, "-m", "streams.cli", "worker"],
+        worker_env(s),
+        log_path,
+        ours,
+        broker_pid,
+    )
+    started, first, end, samples, busy = d.started, d.first, d.end, d.samples, d.busy
     changelog = [TopicPartition(s.changelog_topic(), p) for p in range(PARTITIONS)]
     state_writes = sum(high_watermarks(s, changelog).values())
     drain = end[0] - first[0]
