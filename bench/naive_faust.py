@@ -48,19 +48,15 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from bench.worker_throughput import (
     PARTITIONS,
     POLL,
     ROOT,
-    _delete_topics,
     _delta,
-    _jvm_opts,
     _n,
     ancestors,
-    bench_settings,
+    bench_kafka,
     high_watermarks,
     java_version,
     log,
@@ -68,11 +64,9 @@ from bench.worker_throughput import (
     produce,
     stream_file,
     time_drain,
-    wait_for_leaders,
 )
-from scripts.kafka_local import Broker, kafka_version
+from scripts.kafka_local import kafka_version
 from streams.settings import Settings
-from streams.topics import create_topics
 
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -406,34 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="naive-bench-")))
-        external = os.environ.get("KAFKA_BOOTSTRAP")
-        broker_pid: int | None = None
-        if external:
-            bootstrap, where = external, f"external, $KAFKA_BOOTSTRAP={external}"
-            log(f"using the broker at {bootstrap}")
-        else:
-            broker = Broker()
-            log("starting a local Kafka broker")
-            bootstrap = broker.start(tmp / "kafka" / "data", tmp / "kafka" / "logs")
-            stack.callback(broker.stop)
-            broker_pid = broker.pid
-            assert broker_pid is not None
-            ours.add(broker_pid)
-            where = f"local single node started by the script, JVM {' '.join(_jvm_opts())}"
-            log(f"broker up at {bootstrap} in {broker.start_seconds:.1f}s")
-        s = bench_settings(bootstrap, tmp / "state")
-        create_topics(s)
-        warmup = f"{s.app_id}.warmup"
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.create_topics([NewTopic(warmup, 1, 1)]).values():
-            future.result(timeout=30)
-        wait_for_leaders(admin, [*s.topics.inputs(), *s.topics.outputs()])
-        if external:
-            stack.callback(_delete_topics, admin, [*s.topics.inputs(), *s.topics.outputs(),
-                                                   s.changelog_topic(), warmup,
-                                                   f"{s.app_id}-{TABLE}-changelog",
-                                                   f"{s.app_id}-__assignor-__leader"])  # fmt: skip
-        del admin
+        kafka = bench_kafka(
+            stack,
+            tmp,
+            ours,
+            lambda s: [f"{s.app_id}-{TABLE}-changelog", f"{s.app_id}-__assignor-__leader"],
+        )
+        s, where, broker_pid, warmup = kafka.settings, kafka.where, kafka.broker_pid, kafka.warmup
 
         log(f"producing {len(lines):,} events to {', '.join(s.topics.inputs())}")
         producer = produce(s, lines, warmup)

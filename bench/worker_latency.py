@@ -34,22 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
 
 from bench.replay_throughput import stream_file
 from bench.worker_throughput import (
     PACKS,
     ROOT,
     _n,
-    bench_settings,
+    bench_kafka,
     log,
     machine_info,
-    wait_for_leaders,
     worker_env,
 )
-from scripts.kafka_local import Broker
 from streams.produce import produce
-from streams.topics import create_topics
 
 PROBE = ROOT / "bench" / "packs" / "latency-probe.yaml"
 RESULTS = ROOT / "bench" / "results"
@@ -82,18 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     phases: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="latency-bench-")))
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-        if not bootstrap:
-            broker = Broker()
-            bootstrap = broker.start(tmp / "kafka" / "data", tmp / "kafka" / "logs")
-            stack.callback(broker.stop)
-            log(f"broker up at {bootstrap}")
-        s = bench_settings(bootstrap, tmp / "state")
+        s = bench_kafka(stack, tmp, set()).settings
         s.rules = [str(PACKS), str(PROBE)]
-        create_topics(s)
-        wait_for_leaders(
-            AdminClient({"bootstrap.servers": bootstrap}), [*s.topics.inputs(), *s.topics.outputs()]
-        )
+        bootstrap = s.brokers
         worker_log = tmp / "worker.log"
         out = stack.enter_context(worker_log.open("wb"))
         proc = subprocess.Popen(

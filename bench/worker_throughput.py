@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -768,6 +768,54 @@ def java_version() -> str:
 # --- main -------------------------------------------------------------------------------------
 
 
+@dataclass
+class BenchKafka:
+    """A broker with the benchmark's fresh topics: `where` says which broker it is."""
+
+    settings: Settings
+    where: str
+    broker_pid: int | None
+    warmup: str
+
+
+def bench_kafka(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    ours: set[int],
+    extra_topics: Callable[[Settings], list[str]] = lambda s: [],
+) -> BenchKafka:
+    """Start a local broker in `tmp` (or use `$KAFKA_BOOTSTRAP`), create fresh topics and a
+    warm-up topic, wait for their leaders. On an external broker the topics (and
+    `extra_topics`) are deleted when `stack` closes."""
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    broker_pid: int | None = None
+    if external:
+        bootstrap, where = external, f"external, $KAFKA_BOOTSTRAP={external}"
+        log(f"using the broker at {bootstrap}")
+    else:
+        broker = Broker()
+        log("starting a local Kafka broker")
+        bootstrap = broker.start(tmp / "kafka" / "data", tmp / "kafka" / "logs")
+        stack.callback(broker.stop)
+        broker_pid = broker.pid
+        assert broker_pid is not None
+        ours.add(broker_pid)
+        where = f"local single node started by the script, JVM {' '.join(_jvm_opts())}"
+        log(f"broker up at {bootstrap} in {broker.start_seconds:.1f}s")
+    s = bench_settings(bootstrap, tmp / "state")
+    create_topics(s)
+    warmup = f"{s.app_id}.warmup"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(warmup, 1, 1)]).values():
+        future.result(timeout=30)
+    wait_for_leaders(admin, [*s.topics.inputs(), *s.topics.outputs()])
+    if external:
+        names = [*s.topics.inputs(), *s.topics.outputs(), s.changelog_topic(), warmup]
+        stack.callback(_delete_topics, admin, [*names, *extra_topics(s)])
+    del admin  # (a client left open logs errors when the broker stops)
+    return BenchKafka(s, where, broker_pid, warmup)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.worker_throughput",
@@ -791,32 +839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="worker-bench-")))
-        external = os.environ.get("KAFKA_BOOTSTRAP")
-        broker_pid: int | None = None
-        if external:
-            bootstrap, where = external, f"external, $KAFKA_BOOTSTRAP={external}"
-            log(f"using the broker at {bootstrap}")
-        else:
-            broker = Broker()
-            log("starting a local Kafka broker")
-            bootstrap = broker.start(tmp / "kafka" / "data", tmp / "kafka" / "logs")
-            stack.callback(broker.stop)
-            broker_pid = broker.pid
-            assert broker_pid is not None
-            ours.add(broker_pid)
-            where = f"local single node started by the script, JVM {' '.join(_jvm_opts())}"
-            log(f"broker up at {bootstrap} in {broker.start_seconds:.1f}s")
-        s = bench_settings(bootstrap, tmp / "state")
-        create_topics(s)
-        warmup = f"{s.app_id}.warmup"
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.create_topics([NewTopic(warmup, 1, 1)]).values():
-            future.result(timeout=30)
-        wait_for_leaders(admin, [*s.topics.inputs(), *s.topics.outputs()])
-        if external:
-            stack.callback(_delete_topics, admin, [*s.topics.inputs(), *s.topics.outputs(),
-                                                   s.changelog_topic(), warmup])  # fmt: skip
-        del admin  # (a client left open logs errors when the broker stops)
+        kafka = bench_kafka(stack, tmp, ours)
+        s, where, broker_pid, warmup = kafka.settings, kafka.where, kafka.broker_pid, kafka.warmup
 
         log(f"producing {len(lines):,} events to {', '.join(s.topics.inputs())}")
         producer = produce(s, lines, warmup)
