@@ -2,6 +2,7 @@
 
     python -m bench.naive_faust [--customers 10000] [--days 7] [--seed 1]   # the benchmark
     python -m bench.naive_faust app --broker HOST:PORT --app-id ID ...      # the app itself
+    python -m bench.worker_latency --app naive                              # its latency
 
 The app (`build_app`, run as its own process by the benchmark) is the textbook Faust program:
 one agent over the three input topics, `async for event in stream`, `json.loads` per record,
@@ -15,6 +16,11 @@ per event, Faust's normal path) and each alert or offer sent with `await topic.s
 batching, no event-time merge across topics, no decisions topic, no policy (consent, caps,
 cooldowns, holdouts), no dead letters. It does not reproduce the engine's outputs: it is a
 baseline of the programming model, not of the rules.
+
+With `--probe` (used by `bench.worker_latency --app naive`, not by this throughput benchmark)
+the app has a sixth rule, `every-transaction`, an if-statement that fires on every transaction,
+so each transaction is followed by one more `await topic.send(...)` of an alert whose Kafka
+timestamp can be timed: the counterpart of `bench/packs/latency-probe.yaml` for our worker.
 
 The benchmark does what `bench.worker_throughput` does for `crm-triggers worker` (and reuses
 its machinery): a local Apache Kafka broker (or `$KAFKA_BOOTSTRAP`), fresh topics with 4
@@ -86,10 +92,20 @@ RULES = (
 # --- the naive app ----------------------------------------------------------------------------
 
 
+PROBE_RULE = "every-transaction"
+
+
 def build_app(
-    broker: str, app_id: str, datadir: str, inputs: list[str], alerts: str, offers: str
+    broker: str,
+    app_id: str,
+    datadir: str,
+    inputs: list[str],
+    alerts: str,
+    offers: str,
+    probe: bool = False,
 ) -> Any:
-    """The naive Faust app: one agent, one table, the rules as if-statements."""
+    """The naive Faust app: one agent, one table, the rules as if-statements. `probe`: one
+    more rule that sends an alert on every transaction (for latency measurements)."""
     import faust
 
     app = faust.App(
@@ -170,6 +186,8 @@ def build_app(
                     login = state.get("new_device_login")
                     if amount >= 50000 and payee and login and 0 <= now - login <= 1800:
                         fired.append(("new-device-transfer", "alert"))
+                if probe:
+                    fired.append((PROBE_RULE, "alert"))
                 state["last_active"] = now
 
             table[cid] = state  # one changelog message per event
@@ -190,12 +208,28 @@ def run_app(argv: Sequence[str]) -> int:
     parser.add_argument("--inputs", required=True, help="comma-separated input topics")
     parser.add_argument("--alerts", required=True)
     parser.add_argument("--offers", required=True)
+    parser.add_argument("--probe", action="store_true", help=f"add the {PROBE_RULE} rule")
+    parser.add_argument("--loglevel", default="warn", help="info logs Faust's 'Ready'")
     args = parser.parse_args(argv)
     app = build_app(args.broker, args.app_id, args.datadir, args.inputs.split(","),
-                    args.alerts, args.offers)  # fmt: skip
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
+                    args.alerts, args.offers, probe=args.probe)  # fmt: skip
+    sys.argv = [sys.argv[0], "worker", "--loglevel", args.loglevel]
     app.main()
     return 0
+
+
+def app_command(s: Settings, probe: bool = False, loglevel: str = "warn") -> list[str]:
+    """The command that runs the naive app on the benchmark's topics, in group `s.app_id`."""
+    cmd = [sys.executable, "-m", "bench.naive_faust", "app",
+           "--broker", s.brokers, "--app-id", s.app_id, "--datadir", str(s.state_dir),
+           "--inputs", ",".join(s.topics.inputs()), "--alerts", s.topics.alerts,
+           "--offers", s.topics.offers, "--loglevel", loglevel]  # fmt: skip
+    return [*cmd, "--probe"] if probe else cmd
+
+
+def app_topics(s: Settings) -> list[str]:
+    """The topics Faust creates for the app itself (deleted after a run on an external broker)."""
+    return [f"{s.app_id}-{TABLE}-changelog", f"{s.app_id}-__assignor-__leader"]
 
 
 # --- the measurement --------------------------------------------------------------------------
@@ -204,12 +238,8 @@ def run_app(argv: Sequence[str]) -> int:
 def run_naive(
     s: Settings, events: int, log_path: Path, ours: set[int], broker_pid: int | None
 ) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.naive_faust", "app",
-           "--broker", s.brokers, "--app-id", s.app_id, "--datadir", str(s.state_dir),
-           "--inputs", ",".join(s.topics.inputs()), "--alerts", s.topics.alerts,
-           "--offers", s.topics.offers]  # fmt: skip
     # group s.app_id: the naive app's id
-    d = time_drain(s, events, cmd, None, log_path, ours, broker_pid, name="naive app")
+    d = time_drain(s, events, app_command(s), None, log_path, ours, broker_pid, name="naive app")
     started, first, end, samples, busy = d.started, d.first, d.end, d.samples, d.busy
     changelog = f"{s.app_id}-{TABLE}-changelog"
     state_writes = sum(
@@ -400,12 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="naive-bench-")))
-        kafka = bench_kafka(
-            stack,
-            tmp,
-            ours,
-            lambda s: [f"{s.app_id}-{TABLE}-changelog", f"{s.app_id}-__assignor-__leader"],
-        )
+        kafka = bench_kafka(stack, tmp, ours, app_topics)
         s, where, broker_pid, warmup = kafka.settings, kafka.where, kafka.broker_pid, kafka.warmup
 
         log(f"producing {len(lines):,} events to {', '.join(s.topics.inputs())}")

@@ -4,7 +4,7 @@
 
 Pins itself to one CPU, generates (or reuses) a simulated stream under `bench/.data/`, and
 measures each step as the median of 3 timed runs after a warm-up (every run is recorded in
-the JSON). Results go to `bench/results/latest.json` and the replay-throughput section of
+the JSON). Results go to `bench/results/replay.json` and the replay-throughput section of
 BENCHMARKS.md; `--quick` (1,000 customers x 7 days) writes `bench/results/quick.json` only.
 Progress goes to stderr, the Markdown table to stdout.
 """
@@ -818,7 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["warnings"] = warnings
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("quick.json" if args.quick else "latest.json")
+    out = RESULTS / ("quick.json" if args.quick else "replay.json")
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     text = section(results)
     print(text)

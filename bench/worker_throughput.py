@@ -61,7 +61,7 @@ from streams.topics import create_topics
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-REPLAY_JSON = RESULTS / "latest.json"
+REPLAY_JSON = RESULTS / "replay.json"
 PACKS = "rules/packs"
 PARTITIONS = 4
 START, END = "<!-- worker-throughput:start -->", "<!-- worker-throughput:end -->"
@@ -647,7 +647,7 @@ def section(r: dict[str, Any]) -> str:
             else ")"
         )
         if emb
-        else "the embedded engine (no `bench/results/latest.json` to compare with)"
+        else "the embedded engine (no `bench/results/replay.json` to compare with)"
     )
     busy = w["other_work_seen"]
     load = (
