@@ -39,6 +39,7 @@ from typing import Any
 
 import faust
 import msgspec
+from confluent_kafka import KafkaException
 from faust.streams import Stream, _current_event
 from faust.types import TP, EventT, StreamT
 
@@ -72,6 +73,10 @@ def event_time(raw: bytes) -> float:
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
         pass
     return -math.inf
+
+
+Message = tuple[str, bytes | None, bytes | None, int | None, str | None]
+"""An output record: topic, key, value, partition (None: by key), transactional id."""
 
 
 @dataclass
@@ -175,31 +180,46 @@ class Refetcher:
 class TableStore:
     """The Store protocol over a Faust table of encoded customer states.
 
-    Reads and writes go to the table's local RocksDB store (Faust picks the partition
-    database from the current event; the worker sets it to an event of the partition being
-    processed). Writes do not go through Faust's buffered changelog path, whose flush gives
-    up after 0.1 s and can leave changelog records unsent behind committed offsets: they are
-    collected in `changes`, and the worker sends them and waits until Kafka has them.
+    Reads and writes go to the table's local RocksDB store, one database per partition:
+    Faust picks it from the current event, so the worker sets `partition` before it
+    processes a partition's records, the store remembers which partition each customer
+    read belongs to, and `write` sets the current event to `anchor(partition)` for that
+    partition's states. Writes do not go through Faust's buffered changelog path, whose
+    flush gives up after 0.1 s and can leave changelog records unsent behind committed
+    offsets: they are collected per partition in `changes`, and the worker sends them and
+    waits until Kafka has them.
     """
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, anchor: Callable[[int], EventT[Any]]) -> None:
         self.table = table
-        self.changes: list[tuple[bytes, bytes | None]] = []
+        self.anchor = anchor
+        self.partition = 0
+        self._owner: dict[str, int] = {}
+        self.changes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
 
     def get(self, customer_id: str) -> bytes | None:
+        self._owner[customer_id] = self.partition
         value: bytes | None = self.table.data.get(customer_id.encode())
         return value
 
     def write(self, updates: Mapping[str, bytes | None]) -> None:
-        data = self.table.data
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for key, value in updates.items():
-            k = key.encode()
-            if value is None:
-                if k in data:
-                    del data[k]
-            else:
-                data[k] = value
-            self.changes.append((k, value))
+            by_partition[self._owner.get(key, self.partition)].append((key.encode(), value))
+        self._owner.clear()
+        data = self.table.data
+        for partition, writes in by_partition.items():
+            token = _current_event.set(weakref.ref(self.anchor(partition)))
+            try:
+                for k, value in writes:
+                    if value is None:
+                        if k in data:
+                            del data[k]
+                    else:
+                        data[k] = value
+            finally:
+                _current_event.reset(token)
+            self.changes[partition].extend(writes)
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self.table.data.items():
@@ -237,9 +257,12 @@ class Worker:
         self.merger: EventTimeMerger[Input] = EventTimeMerger(
             self.rank,
             settings.max_task_idle_ms / 1000,
+            # Wall-clock time, as the consumer stamps its fetch responses: arrivals and
+            # responses compare without conversion.
+            clock=time.time,
             max_lag_wait=settings.max_lag_wait_ms / 1000,
         )
-        self.store = TableStore(self.table)
+        self.store = TableStore(self.table, lambda partition: self.anchor[partition])
         self.engine = Engine(
             rules,
             StateCache(self.store, capacity=0),
@@ -300,6 +323,7 @@ class Worker:
 
     async def _step(self, events: Sequence[EventT[Any]]) -> None:
         async with self.lock:
+            fetched: dict[tuple[str, int], float | None] = {}
             for event in events:
                 message = event.message
                 if not self._current(message.generation_id):
@@ -311,6 +335,8 @@ class Worker:
                 if message.offset > expected:
                     await self._refetch(key, expected, message.offset, message.generation_id)
                 self.anchor[message.partition] = event
+                if key not in fetched:
+                    fetched[key] = self._fetched(*key)
                 self._add(
                     Input(
                         message.topic,
@@ -319,16 +345,17 @@ class Worker:
                         message.value or b"",
                         message.generation_id,
                         event,
-                    )
+                    ),
+                    fetched[key],
                 )
             if not self.app.rebalancing:
                 # Faust may hand over records while it still restores state after a
                 # rebalance: they wait in the merger until the state is complete.
                 await self._process(self.merger.ready(self._caught_up))
 
-    def _add(self, record: Input) -> None:
+    def _add(self, record: Input, arrived: float | None = None) -> None:
         ts = event_time(record.value)
-        self.merger.add(record.topic, record.partition, ts, record)
+        self.merger.add(record.topic, record.partition, ts, record, arrived)
         self.last_offset[record.topic, record.partition] = record.offset
 
     def _next_offset(self, key: tuple[str, int]) -> int:
@@ -373,9 +400,26 @@ class Worker:
         if dropped:
             log.info("partitions revoked: %d buffered records left to the new owner", len(dropped))
 
+    def _poll_ms(self, topic: str, partition: int) -> int | None:
+        """When (epoch ms) the consumer last had a fetch response for the partition."""
+        try:
+            client: Any = self.app.consumer
+            kafka = client._thread._ensure_consumer()
+            polled: int | None = kafka.last_poll_timestamp(TP(topic, partition))
+        except (KeyError, AttributeError, AssertionError, TypeError):
+            return None
+        return polled
+
+    def _fetched(self, topic: str, partition: int) -> float | None:
+        """An upper bound of when the records of the partition handed over now were fetched
+        (epoch seconds): its latest fetch response. It lets the response that brought a
+        record also vouch for the other topics of its partition."""
+        polled = self._poll_ms(topic, partition)
+        return None if polled is None else polled / 1000
+
     def _caught_up(self, topic: str, partition: int, since: float) -> bool | None:
         """True if this worker has every record the broker held for the partition when the
-        oldest waiting record arrived (`since`, monotonic clock); False if the broker holds
+        oldest waiting record arrived (`since`, epoch seconds); False if the broker holds
         records it has not received yet, or its last word on the partition is older than
         that (the next fetch response, within `fetch_max_wait`, settles it); None if
         nothing is known."""
@@ -389,18 +433,18 @@ class Worker:
             return None
         if highwater is None or polled_ms is None:
             return None
-        last = self.last_offset.get((topic, partition))
-        if last is None:
-            committed = client._committed_offset.get(tp)
-            if committed is None:
-                return None
-            last = committed - 1
-        if last + 1 < highwater:
+        try:
+            # Nothing received from the partition yet: where the group starts reading it
+            # (asked from Kafka once), so an empty partition counts as caught up.
+            expected = self._next_offset((topic, partition))
+        except KafkaException:
+            return None
+        if expected < highwater:
             return False
         # The highwater mark is as of the last fetch response for this partition: it
         # covers a record of another topic only if it is newer than that record's arrival.
-        arrived = time.time() - (time.monotonic() - since)
-        return bool(polled_ms / 1000 >= arrived)
+        # (`since`: epoch seconds, a response's own stamp or later; 1 µs for float noise.)
+        return bool(polled_ms >= since * 1000 - 0.001)
 
     async def _process(self, released: list[Released[Input]]) -> None:
         if not released:
@@ -409,13 +453,17 @@ class Worker:
         for r in released:
             if self._current(r.item.generation):  # a stale record comes again: skip it
                 by_partition[r.partition].append(r)
+        outputs: list[Message] = []
+        tids: dict[int, str | None] = {}
         for partition, partition_records in by_partition.items():
             inputs = [r.item for r in partition_records]
-            tid = self._transactional_id(inputs[0])
+            tid = tids[partition] = self._transactional_id(inputs[0])
             # Faust's table store takes the partition from the current event.
             held = [i.event for i in inputs if i.event is not None]
-            anchor = held[-1] if held else self.anchor[partition]
-            token = _current_event.set(weakref.ref(anchor))
+            if held:
+                self.anchor[partition] = held[-1]
+            self.store.partition = partition
+            token = _current_event.set(weakref.ref(self.anchor[partition]))
             try:
                 records = [
                     Record(
@@ -426,21 +474,25 @@ class Worker:
                     )
                     for i in inputs
                 ]
-                # Outputs reach Kafka before the state that remembers these events does:
-                # after a crash in between, the events run again and resend the same
-                # action ids (at-least-once) rather than being skipped as already seen.
                 out = self.engine.process(records, flush=False)
-                await self._deliver(self._outputs(out), tid)
-                self.engine.states.flush()  # into the local store; changelog records kept
-                await self._send_changelog(partition, tid)
             finally:
                 _current_event.reset(token)
+            outputs.extend((*m, None, tid) for m in self._outputs(out))
             late = sum(1 for r in partition_records if r.late)
             if late:
                 self.observer.late_events(late)
-            assert self.stream is not None
-            consumer: Any = self.app.consumer
-            for i in inputs:
+        # Outputs reach Kafka before the state that remembers these events does: after a
+        # crash in between, the events run again and resend the same action ids
+        # (at-least-once) rather than being skipped as already seen. One round trip for
+        # the outputs of every partition of the batch, one for their changelog records.
+        await self._deliver(outputs)
+        self.engine.states.flush()  # into the local store; changelog records kept
+        await self._send_changelog(tids)
+        assert self.stream is not None
+        consumer: Any = self.app.consumer
+        for partition_records in by_partition.values():
+            for r in partition_records:
+                i = r.item
                 if i.event is not None:
                     await self.stream.ack(i.event)
                 else:  # read again by the worker: let Faust commit past it
@@ -455,36 +507,37 @@ class Worker:
         for value, maybe_key in zip(out.dead_letters, out.dead_letter_keys, strict=True):
             yield t.dlq, (maybe_key.encode() if maybe_key else None), value
 
-    async def _deliver(
-        self,
-        messages: Iterable[tuple[str, bytes | None, bytes | None]],
-        tid: str | None,
-        partition: int | None = None,
-    ) -> list[Any]:
-        """Send and wait until Kafka has every message (inside transaction `tid`, if any);
-        the record metadata, in order. A failure raises: nothing is acked then."""
+    async def _deliver(self, messages: Iterable[Message]) -> list[Any]:
+        """Send and wait until Kafka has every message (each inside its transaction, if
+        any); the record metadata, in order. A failure raises: nothing is acked then."""
         producer: Any = self.app.producer
         await producer.maybe_start()
         pending = [
             await producer.send(topic, key, value, partition, None, None, transactional_id=tid)
-            for topic, key, value in messages
+            for topic, key, value, partition, tid in messages
         ]
         return list(await asyncio.gather(*pending)) if pending else []
 
-    async def _send_changelog(self, partition: int, tid: str | None) -> None:
-        """The state changes of the batch to the table's changelog, then the changelog offset
-        the local store has (so a restart restores only what came after it)."""
-        changes, self.store.changes = self.store.changes, []
+    async def _send_changelog(self, tids: Mapping[int, str | None]) -> None:
+        """The state changes of the batch to the table's changelog (partition p's to
+        changelog partition p, in the transaction of input partition p), then the changelog
+        offsets the local store has (so a restart restores only what came after them)."""
+        changes, self.store.changes = self.store.changes, defaultdict(list)
         topic = self.table.changelog_topic.get_topic_name()
-        sent = await self._deliver(((topic, k, v) for k, v in changes), tid, partition)
-        if not sent:
-            return
-        tp, offset = sent[-1].topic_partition, max(m.offset for m in sent)
+        sent = await self._deliver(
+            (topic, k, v, partition, tids.get(partition))
+            for partition, writes in changes.items()
+            for k, v in writes
+        )
+        last: dict[Any, int] = {}
+        for m in sent:
+            last[m.topic_partition] = max(m.offset, last.get(m.topic_partition, -1))
         store: Any = self.table.data
-        if self.exactly_once:  # the offset counts once the transaction is committed
-            self.app.tables.persist_offset_on_commit(store, tp, offset)
-        else:
-            store.set_persisted_offset(tp, offset)
+        for tp, offset in last.items():
+            if self.exactly_once:  # the offset counts once the transaction is committed
+                self.app.tables.persist_offset_on_commit(store, tp, offset)
+            else:
+                store.set_persisted_offset(tp, offset)
 
     def _transactional_id(self, record: Input) -> str | None:
         """With exactly_once, the Kafka transaction of the record's input partition (the one

@@ -78,16 +78,21 @@ class EventTimeMerger(Generic[T]):
         self._released_ts: dict[int, float] = {}
         self._seq = 0
 
-    def add(self, topic: str, partition: int, ts: float, item: T) -> None:
+    def add(
+        self, topic: str, partition: int, ts: float, item: T, arrived: float | None = None
+    ) -> None:
         """Buffer one record. Records of one topic partition must come in offset order.
 
         A record without a readable event time has `ts` minus infinity: it goes first.
+        `arrived` (this merger's clock, default now) is when the record reached this
+        process, for example the fetch response that brought it.
         """
         queues = self._queues.get(partition)
         if queues is None:
             queues = self._queues[partition] = {t: deque() for t in self.topics}
         self._seq += 1
-        queues[topic].append(_Entry(ts, self.rank[topic], self._seq, self.clock(), item))
+        when = self.clock() if arrived is None else arrived
+        queues[topic].append(_Entry(ts, self.rank[topic], self._seq, when, item))
 
     def __len__(self) -> int:
         return sum(len(q) for qs in self._queues.values() for q in qs.values())

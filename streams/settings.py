@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     state_dir: Path = Field(Path("var/state"), description="local RocksDB state of the worker")
     batch_size: int = Field(500, ge=1, description="events taken per batch")
-    batch_wait_ms: int = Field(10, ge=0, description="longest wait to fill a batch")
+    batch_wait_ms: int = Field(2, ge=0, description="longest wait to fill a batch")
     max_task_idle_ms: int = Field(
         50, ge=0, description="longest wait for an empty input partition (event-time order)"
     )
