@@ -261,7 +261,7 @@ def _scale(src: dict[str, dict[str, Any] | None]) -> list[Row]:
                 f"memory.worker_rss_mb.c{c}",
                 f"Worker RSS, {c:,} customers",
                 m.get("worker_rss_mb"),
-                "MB",
+                "MiB",
                 "scale",
             ),
             Row(
@@ -269,7 +269,7 @@ def _scale(src: dict[str, dict[str, Any] | None]) -> list[Row]:
                 f"memory.worker_peak_rss_mb.c{c}",
                 f"Worker peak RSS, {c:,} customers",
                 m.get("worker_peak_rss_mb"),
-                "MB",
+                "MiB",
                 "scale",
             ),
             Row(
@@ -529,7 +529,7 @@ def _value(v: Any, unit: str) -> str:
         return "n/a"
     if isinstance(v, str):
         return v
-    if unit in ("ms", "s", "MB"):
+    if unit in ("ms", "s", "MiB"):
         return f"{v:,.1f}"
     if unit == "%":
         return f"{v:.1f}%"

@@ -696,10 +696,12 @@ def section(r: dict[str, Any]) -> str:
         f"{_n(w['changelog_records'])} state changelog records "
         f"({w['changelog_records_per_event']:.2f} per event), each a RocksDB read and write, a "
         "MessagePack encode and a Kafka message; each batch waits for Kafka to acknowledge "
-        "its outputs, then its changelog records, before it is acked."
+        "its outputs (every partition of the batch in one round trip), then its changelog "
+        "records, before it is acked."
     )
     meaning.append(
-        "Latency (event to action) and a naive Faust baseline to compare against come with issue 4."
+        "Latency (event to action) is in the worker-latency section, the naive Faust baseline "
+        "in its own section, and where the worker's time goes after them."
     )
     ws = r["worker_settings"]
     return "\n".join([
