@@ -62,7 +62,7 @@ PACKS = "rules/packs"
 START, END = "<!-- replay-throughput:start -->", "<!-- replay-throughput:end -->"
 BATCH = 2000
 RUNS = 3
-TARGET = 50_000
+TARGET = 100_000  # the target for the embedded core on one core
 PROFILE_EVENTS = 100_000
 TOP = 12
 

@@ -319,6 +319,8 @@ class Worker:
         """Release what has waited long enough even when no new records arrive."""
         if self.stream is None or not len(self.merger) or self.app.rebalancing:
             return
+        if self.lock.locked():  # a batch in progress asks the merger itself when it ends
+            return
         await asyncio.shield(self._step([]))
 
     async def _step(self, events: Sequence[EventT[Any]]) -> None:
