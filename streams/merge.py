@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 CaughtUp = Callable[[str, int, float], bool | None]
 """(topic, partition, since) -> True: caught up with everything the broker held at `since`
-(a time of this merger's clock: when the oldest record now waiting arrived); False: records
+(a time of this merger's clock: when the oldest record now waiting was fetched); False: records
 known to be on their way, or not known yet as of `since`; None: unknown."""
 
 
@@ -47,6 +47,7 @@ class _Entry(Generic[T]):
     seq: int
     arrived: float = field(compare=False)
     item: T = field(compare=False)
+    fetched: float = field(compare=False)
 
 
 @dataclass
@@ -79,20 +80,22 @@ class EventTimeMerger(Generic[T]):
         self._seq = 0
 
     def add(
-        self, topic: str, partition: int, ts: float, item: T, arrived: float | None = None
+        self, topic: str, partition: int, ts: float, item: T, fetched: float | None = None
     ) -> None:
         """Buffer one record. Records of one topic partition must come in offset order.
 
         A record without a readable event time has `ts` minus infinity: it goes first.
-        `arrived` (this merger's clock, default now) is when the record reached this
-        process, for example the fetch response that brought it.
+        `fetched` (this merger's clock, default now) is an upper bound of when the record
+        left the broker, such as the fetch response that brought it: `caught_up` is asked
+        about that moment. The waits count from now, when the record joins the merger.
         """
         queues = self._queues.get(partition)
         if queues is None:
             queues = self._queues[partition] = {t: deque() for t in self.topics}
         self._seq += 1
-        when = self.clock() if arrived is None else arrived
-        queues[topic].append(_Entry(ts, self.rank[topic], self._seq, when, item))
+        now = self.clock()
+        when = now if fetched is None else min(fetched, now)
+        queues[topic].append(_Entry(ts, self.rank[topic], self._seq, now, item, when))
 
     def __len__(self) -> int:
         return sum(len(q) for qs in self._queues.values() for q in qs.values())
@@ -144,7 +147,8 @@ class EventTimeMerger(Generic[T]):
         if not empty:
             return True
         since = min(e.arrived for e in heads)
-        states = [caught_up(t, partition, since) if caught_up else None for t in empty]
+        fetched = min(e.fetched for e in heads)
+        states = [caught_up(t, partition, fetched) if caught_up else None for t in empty]
         if all(state is True for state in states):
             return True
         waited = now - since

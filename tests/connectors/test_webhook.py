@@ -1,0 +1,286 @@
+"""Webhook delivery against a real local HTTP server: retries, Retry-After, final 4xx,
+timeouts, a dead endpoint, the circuit breaker, the rate limit and the signature."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from connectors.base import ListSink
+from connectors.webhook import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookConfig,
+    WebhookSink,
+    sign,
+    verify,
+)
+
+SECRET = "test-signing-key"
+FAST = {
+    "timeout_s": 2.0,
+    "max_attempts": 4,
+    "backoff_base_s": 0.01,
+    "backoff_max_s": 0.05,
+    "breaker_threshold": 100,
+    "breaker_reset_s": 0.1,
+}
+
+
+@dataclass
+class Reply:
+    """What the server does with one request: answer `status` (after `delay_s`)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class Endpoint:
+    """A scripted endpoint: replies are used in order, then every request gets 200.
+    Requests whose signature does not verify get 401."""
+
+    url: str
+    script: list[Reply]
+    received: list[bytes] = field(default_factory=list)
+    accepted: list[bytes] = field(default_factory=list)
+    bad_signatures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def serve(script: list[Reply]) -> Iterator[Endpoint]:
+    endpoint = Endpoint(url="", script=list(script))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            signed = verify(
+                SECRET,
+                self.headers.get(TIMESTAMP_HEADER, ""),
+                self.headers.get(SIGNATURE_HEADER, ""),
+                body,
+                now=time.time(),
+            )
+            with endpoint.lock:
+                endpoint.received.append(body)
+                reply = endpoint.script.pop(0) if endpoint.script else Reply()
+                if not signed:
+                    endpoint.bad_signatures += 1
+                    reply = Reply(401)
+                elif 200 <= reply.status < 300 and not reply.delay_s:
+                    endpoint.accepted.append(body)
+            time.sleep(reply.delay_s)
+            try:
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                pass  # the client gave up (timeout test)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield endpoint
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def endpoint_factory() -> Iterator[Any]:
+    opened: list[Iterator[Endpoint]] = []
+
+    def make(*script: Reply) -> Endpoint:
+        gen = serve(list(script))
+        opened.append(gen)
+        return next(gen)
+
+    yield make
+    for gen in opened:
+        gen.close()
+
+
+@pytest.fixture(autouse=True)
+def signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_TEST_WEBHOOK_SECRET", SECRET)
+
+
+def config(url: str, **overrides: Any) -> WebhookConfig:
+    return WebhookConfig(url=url, secret_env="CRM_TEST_WEBHOOK_SECRET", **{**FAST, **overrides})
+
+
+def records(n: int) -> list[bytes]:
+    return [json.dumps({"action_id": f"a{i}", "customer_id": "c1"}).encode() for i in range(n)]
+
+
+def run(cfg: WebhookConfig, *batches: list[bytes]) -> tuple[WebhookSink, list[dict[str, Any]]]:
+    """Writes the batches through a sink, closes it, and returns it with the dead letters."""
+    dead = ListSink()
+    sink = WebhookSink(cfg, dead)
+    for batch in batches:
+        sink.write_batch(batch)
+    sink.close()
+    return sink, [json.loads(r) for r in dead.records]
+
+
+def test_failures_then_success_delivers_each_record_once_in_order(endpoint_factory: Any) -> None:
+    ep = endpoint_factory(Reply(503), Reply(500), Reply(502))
+    sent = records(5)
+    sink, dead = run(config(ep.url), sent[:2], sent[2:])
+    assert ep.accepted == sent
+    assert len(ep.received) == 3 + 5
+    assert dead == []
+    assert ep.bad_signatures == 0
+    assert sink.delivery.delivered == 5
+
+
+def test_retry_after_on_429_and_503_is_honoured(endpoint_factory: Any) -> None:
+    ep = endpoint_factory(Reply(429, {"Retry-After": "1"}), Reply(503, {"Retry-After": "1"}))
+    started = time.monotonic()
+    _, dead = run(config(ep.url), records(1))
+    assert time.monotonic() - started >= 1.8  # two waits of 1 s, backoff alone is 0.05 s
+    assert ep.accepted == records(1)
+    assert dead == []
+
+
+def test_client_error_is_dead_lettered_at_once_and_later_records_flow(
+    endpoint_factory: Any,
+) -> None:
+    ep = endpoint_factory(Reply(400))
+    sent = records(3)
+    _, dead = run(config(ep.url), sent)
+    assert len(ep.received) == 3  # the 400 was not retried
+    assert ep.accepted == sent[1:]
+    assert dead == [
+        {
+            "sink": "webhook",
+            "url": ep.url,
+            "reason": "http 400",
+            "attempts": 1,
+            "record": json.loads(sent[0]),
+        }
+    ]
+
+
+def test_timeout_is_retried(endpoint_factory: Any) -> None:
+    ep = endpoint_factory(Reply(200, delay_s=1.5))
+    sent = records(2)
+    _, dead = run(config(ep.url, timeout_s=0.5), sent)
+    assert dead == []
+    assert ep.received == [sent[0], *sent]  # the timed-out request was sent again
+    assert ep.accepted == sent
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_dead_endpoint_dead_letters_after_max_attempts_without_credentials() -> None:
+    port = unused_port()
+    cfg = config(f"http://user:pa55@127.0.0.1:{port}/hook?token=t0k3n", max_attempts=3)
+    sent = records(2)
+    sink, dead = run(cfg, sent)
+    assert [d["record"] for d in dead] == [json.loads(r) for r in sent]
+    for letter in dead:
+        assert letter["attempts"] == 3
+        assert letter["reason"].startswith("connection error")
+        assert letter["url"] == f"http://127.0.0.1:{port}/hook"
+    assert "pa55" not in json.dumps(dead) and "t0k3n" not in json.dumps(dead)
+    assert sink.delivery.dead_lettered == 2
+
+
+def test_open_circuit_holds_records_then_probes(endpoint_factory: Any) -> None:
+    ep = endpoint_factory(Reply(503), Reply(503), Reply(503))
+    cfg = config(ep.url, breaker_threshold=2, breaker_reset_s=0.4, max_attempts=6)
+    started = time.monotonic()
+    sink, dead = run(cfg, records(2))
+    assert time.monotonic() - started >= 0.7  # opened after 2 failures, again after the probe
+    assert sink.delivery.breaker.times_opened == 2
+    assert ep.accepted == records(2)
+    assert len(ep.received) == 3 + 2
+    assert dead == []
+
+
+def test_rate_limit_spaces_requests(endpoint_factory: Any) -> None:
+    ep = endpoint_factory()
+    started = time.monotonic()
+    _, dead = run(config(ep.url, rate_limit_per_s=20), records(11))
+    assert time.monotonic() - started >= 0.4  # 10 waits of 1/20 s
+    assert ep.accepted == records(11)
+    assert dead == []
+
+
+def test_server_side_verification_and_replay_rejection(endpoint_factory: Any) -> None:
+    ep = endpoint_factory()
+    run(config(ep.url), records(2))
+    assert ep.bad_signatures == 0 and len(ep.accepted) == 2
+
+    body = records(1)[0]
+    ts = 1_700_000_000
+    header = sign(SECRET, ts, body)
+    assert header.startswith("v1=")
+    assert verify(SECRET, str(ts), header, body, now=ts + 10)
+    assert not verify(SECRET, str(ts), header, body, now=ts + 301)  # replayed later
+    assert not verify(SECRET, str(ts), header, body, now=ts - 301)  # from the future
+    assert not verify(SECRET, str(ts + 1), header, body, now=ts)  # timestamp swapped
+    assert not verify(SECRET, str(ts), header, body + b" ", now=ts)  # body tampered
+    assert not verify("other-key", str(ts), header, body, now=ts)
+    assert not verify(SECRET, "yesterday", header, body, now=ts)
+    assert verify(SECRET, str(ts), f"v1=00, {header}", body, now=ts)  # key rotation
+
+
+def test_wrong_secret_is_rejected_by_the_receiver_and_dead_lettered(
+    endpoint_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_TEST_WEBHOOK_SECRET", "not-the-receivers-key")
+    ep = endpoint_factory()
+    _, dead = run(config(ep.url), records(1))
+    assert ep.bad_signatures == 1
+    assert [(d["reason"], d["attempts"]) for d in dead] == [("http 401", 1)]
+
+
+def test_config_reads_secret_from_file_and_never_shows_it(tmp_path: Path) -> None:
+    key_file = tmp_path / "webhook.key"
+    key_file.write_text("file-key-123\n")
+    cfg = WebhookConfig(url="https://crm.example/hook", secret_file=key_file)
+    assert cfg.signing_secret.get_secret_value() == "file-key-123"
+    assert cfg.verify_tls is True
+    assert "file-key-123" not in repr(cfg) and "file-key-123" not in str(cfg.model_dump())
+
+
+def test_config_rejects_missing_or_ambiguous_secret_and_bad_urls(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="CRM_NO_SUCH_VAR is not set"):
+        WebhookConfig(url="https://crm.example/hook", secret_env="CRM_NO_SUCH_VAR")
+    with pytest.raises(ValidationError, match="exactly one"):
+        WebhookConfig(url="https://crm.example/hook")
+    with pytest.raises(ValidationError, match="exactly one"):
+        WebhookConfig(
+            url="https://crm.example/hook",
+            secret_env="CRM_TEST_WEBHOOK_SECRET",
+            secret_file=tmp_path / "k",
+        )
+    with pytest.raises(ValidationError, match="cannot read secret_file"):
+        WebhookConfig(url="https://crm.example/hook", secret_file=tmp_path / "missing")
+    with pytest.raises(ValidationError, match="http or https"):
+        WebhookConfig(url="ftp://crm.example/hook", secret_env="CRM_TEST_WEBHOOK_SECRET")
