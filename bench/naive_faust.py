@@ -62,13 +62,14 @@ from bench.worker_throughput import (
     _delta,
     _n,
     ancestors,
+    backlog,
+    backlog_parser,
     bench_kafka,
     high_watermarks,
     java_version,
     log,
     machine_info,
     produce,
-    stream_file,
     time_drain,
 )
 from scripts.kafka_local import kafka_version
@@ -408,25 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["app"]:
         return run_app(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.naive_faust",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--no-write", action="store_true", help="print the section; write no JSON or Markdown"
-    )
-    args = parser.parse_args(argv)
+    args = backlog_parser("python -m bench.naive_faust", __doc__).parse_args(argv)
     os.chdir(ROOT)
     began = time.perf_counter()
     info = machine_info()
     ours = ancestors()
-    path = stream_file(args.customers, args.days, args.seed)
-    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
-    log(f"stream: {len(lines):,} events ({path.relative_to(ROOT)})")
+    path, lines = backlog(args)
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="naive-bench-")))

@@ -818,11 +818,10 @@ def bench_kafka(
     return BenchKafka(s, where, broker_pid, warmup)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def backlog_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options of a benchmark that drains a simulated backlog from Kafka."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.worker_throughput",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=7)
@@ -830,14 +829,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-write", action="store_true", help="print the section; write no JSON or Markdown"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def backlog(args: argparse.Namespace) -> tuple[Path, list[bytes]]:
+    """The simulated stream of `backlog_parser`'s options: its file and its lines."""
+    path = stream_file(args.customers, args.days, args.seed)
+    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
+    log(f"stream: {len(lines):,} events ({path.relative_to(ROOT)})")
+    return path, lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = backlog_parser("python -m bench.worker_throughput", __doc__).parse_args(argv)
     os.chdir(ROOT)
     began = time.perf_counter()
     info = machine_info()
     ours = ancestors()
-    path = stream_file(args.customers, args.days, args.seed)
-    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
-    log(f"stream: {len(lines):,} events ({path.relative_to(ROOT)})")
+    path, lines = backlog(args)
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="worker-bench-")))
