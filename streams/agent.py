@@ -355,9 +355,9 @@ class Worker:
                 # rebalance: they wait in the merger until the state is complete.
                 await self._process(self.merger.ready(self._caught_up))
 
-    def _add(self, record: Input, arrived: float | None = None) -> None:
+    def _add(self, record: Input, fetched: float | None = None) -> None:
         ts = event_time(record.value)
-        self.merger.add(record.topic, record.partition, ts, record, arrived)
+        self.merger.add(record.topic, record.partition, ts, record, fetched)
         self.last_offset[record.topic, record.partition] = record.offset
 
     def _next_offset(self, key: tuple[str, int]) -> int:
@@ -402,38 +402,31 @@ class Worker:
         if dropped:
             log.info("partitions revoked: %d buffered records left to the new owner", len(dropped))
 
-    def _poll_ms(self, topic: str, partition: int) -> int | None:
-        """When (epoch ms) the consumer last had a fetch response for the partition."""
+    def _fetched(self, topic: str, partition: int) -> float | None:
+        """When (epoch seconds) the consumer last had a fetch response for the partition: an
+        upper bound of when the records of it handed over now were fetched. It lets the
+        response that brought a record also vouch for the other topics of its partition."""
         try:
             client: Any = self.app.consumer
             kafka = client._thread._ensure_consumer()
             polled: int | None = kafka.last_poll_timestamp(TP(topic, partition))
         except (KeyError, AttributeError, AssertionError, TypeError):
             return None
-        return polled
-
-    def _fetched(self, topic: str, partition: int) -> float | None:
-        """An upper bound of when the records of the partition handed over now were fetched
-        (epoch seconds): its latest fetch response. It lets the response that brought a
-        record also vouch for the other topics of its partition."""
-        polled = self._poll_ms(topic, partition)
         return None if polled is None else polled / 1000
 
     def _caught_up(self, topic: str, partition: int, since: float) -> bool | None:
         """True if this worker has every record the broker held for the partition when the
-        oldest waiting record arrived (`since`, epoch seconds); False if the broker holds
-        records it has not received yet, or its last word on the partition is older than
-        that (the next fetch response, within `fetch_max_wait`, settles it); None if
+        oldest waiting record was fetched (`since`, epoch seconds); False if the broker
+        holds records it has not received yet, or its last word on the partition is older
+        than that (the next fetch response, within `fetch_max_wait`, settles it); None if
         nothing is known."""
-        tp = TP(topic, partition)
         try:
-            client: Any = self.app.consumer
-            kafka = client._thread._ensure_consumer()
-            highwater = client.highwater(tp)  # the last stable offset with exactly_once
-            polled_ms = kafka.last_poll_timestamp(tp)
+            consumer: Any = self.app.consumer
+            highwater = consumer.highwater(TP(topic, partition))  # LSO with exactly_once
         except (KeyError, AttributeError, AssertionError, TypeError):
             return None
-        if highwater is None or polled_ms is None:
+        polled = self._fetched(topic, partition)
+        if highwater is None or polled is None:
             return None
         try:
             # Nothing received from the partition yet: where the group starts reading it
@@ -445,8 +438,8 @@ class Worker:
             return False
         # The highwater mark is as of the last fetch response for this partition: it
         # covers a record of another topic only if it is newer than that record's arrival.
-        # (`since`: epoch seconds, a response's own stamp or later; 1 µs for float noise.)
-        return bool(polled_ms >= since * 1000 - 0.001)
+        # (`since`: a response's own stamp or later; 1 µs for float noise.)
+        return bool(polled >= since - 1e-6)
 
     async def _process(self, released: list[Released[Input]]) -> None:
         if not released:
