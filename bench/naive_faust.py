@@ -67,10 +67,12 @@ from bench.worker_throughput import (
     bench_kafka,
     high_watermarks,
     java_version,
+    kafka_footer,
     log,
     machine_info,
     produce,
     time_drain,
+    write_section,
 )
 from scripts.kafka_local import kafka_version
 from streams.settings import Settings
@@ -298,7 +300,6 @@ def ours_from_file() -> dict[str, Any] | None:
 
 def section(r: dict[str, Any]) -> str:
     m, st, n, p, w = r["machine"], r["stream"], r["naive"], r["producer"], r["ours"]
-    pk = m["packages"]
     rate = n["events_per_s"]
     head = ("events", "app start-up (s)", "drain (s)", "naive events/s",
             "app CPU µs/event", "broker CPU µs/event", "changelog records/event",
@@ -382,24 +383,13 @@ def section(r: dict[str, Any]) -> str:
         "and are not checked: this is a baseline of the programming model (per-event table "
         "read/write and sends), not of the rules.",
         "",
-        f"Command: `{r['command']}` (on {r['date'][:10]}, commit {m['git']}; one run, "
-        f"{r['total_seconds']:.0f} s in all, nothing pinned).",
-        "",
-        f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['python']}, "
-        f"faust-streaming {pk['faust-streaming']}, aiokafka {pk['aiokafka']}, confluent-kafka "
-        f"{pk['confluent-kafka']}, rocksdict {pk['rocksdict']}, Java {r['kafka']['java']}.",
+        *kafka_footer(r),
         END,
     ])  # fmt: skip
 
 
 def write_benchmarks(text: str) -> None:
-    doc = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
-    a, b = doc.find(START), doc.find(END)
-    if a >= 0 and b > a:
-        doc = doc[:a] + text + doc[b + len(END) :]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    BENCHMARKS.write_text(doc, encoding="utf-8")
+    write_section(START, END, text)
 
 
 # --- main -------------------------------------------------------------------------------------

@@ -626,7 +626,6 @@ def _ceiling_text(bare: dict[str, Any] | None) -> str:
 def section(r: dict[str, Any]) -> str:
     m, s, w, p, c, emb = (r["machine"], r["stream"], r["worker"], r["producer"],
                           r["parity"], r["embedded"])  # fmt: skip
-    pk = m["packages"]
     cw = c["worker"]
     parity = (
         f"Outputs: {_n(cw['decisions'])} decisions and {_n(cw['actions'])} actions "
@@ -736,26 +735,40 @@ def section(r: dict[str, Any]) -> str:
         "",
         " ".join(meaning),
         "",
+        *kafka_footer(r),
+        END,
+    ])  # fmt: skip
+
+
+def write_section(start: str, end: str, text: str, before: str | None = None) -> None:
+    """Put `text` (which carries the markers) between the `start`/`end` markers of
+    BENCHMARKS.md; without them, before the heading `before`, or at the end."""
+    doc = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
+    a, b = doc.find(start), doc.find(end)
+    if a >= 0 and b > a:
+        doc = doc[:a] + text + doc[b + len(end) :]
+    elif before is not None and (at := doc.find("\n" + before)) >= 0:
+        doc = doc[: at + 1] + text + "\n\n" + doc[at + 1 :]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
+    BENCHMARKS.write_text(doc, encoding="utf-8")
+
+
+def write_benchmarks(text: str) -> None:
+    write_section(START, END, text, BEFORE)
+
+
+def kafka_footer(r: dict[str, Any]) -> list[str]:
+    """The command and machine lines of a Kafka benchmark's section."""
+    m, pk = r["machine"], r["machine"]["packages"]
+    return [
         f"Command: `{r['command']}` (on {r['date'][:10]}, commit {m['git']}; one run, "
         f"{r['total_seconds']:.0f} s in all, nothing pinned).",
         "",
         f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['python']}, "
         f"faust-streaming {pk['faust-streaming']}, aiokafka {pk['aiokafka']}, confluent-kafka "
         f"{pk['confluent-kafka']}, rocksdict {pk['rocksdict']}, Java {r['kafka']['java']}.",
-        END,
-    ])  # fmt: skip
-
-
-def write_benchmarks(text: str) -> None:
-    doc = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
-    a, b = doc.find(START), doc.find(END)
-    if a >= 0 and b > a:
-        doc = doc[:a] + text + doc[b + len(END) :]
-    elif (at := doc.find("\n" + BEFORE)) >= 0:
-        doc = doc[: at + 1] + text + "\n\n" + doc[at + 1 :]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    BENCHMARKS.write_text(doc, encoding="utf-8")
+    ]
 
 
 def java_version() -> str:
