@@ -1,14 +1,22 @@
 """The sink protocol every output connector implements.
 
 A sink receives records already encoded as one JSON document each (bytes, no newline),
-in batches. `flush()` returns only when everything written so far is delivered; `close()`
-flushes and releases the target.
+in batches. `write_batch()` may return before the records are delivered; `flush()` returns
+only when everything written so far is delivered (or, for sinks that have one, handed to
+their dead-letter sink), and raises `SinkError` when it cannot; `close()` flushes and
+releases the target. A connector that must reach something first also has
+`open()`, which raises `SinkError` while the target is not ready (callers retry with
+backoff: see `connectors.dispatch.open_with_backoff`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
+
+
+class SinkError(Exception):
+    """A sink could not deliver: the caller keeps the records and tries again later."""
 
 
 class Sink(Protocol):

@@ -2,8 +2,11 @@
 dead-lettered when it cannot be delivered.
 
 What a caller may rely on:
-- Records are delivered one at a time, in the order written. Delivery is at least once:
-  a request that times out may have reached the receiver and is sent again.
+- Records of one customer (their `customer_id`) are delivered one at a time, in the order
+  written; up to `concurrency` customers' records are in flight at once. Delivery is at
+  least once: a request that times out may have reached the receiver and is sent again;
+  every request carries the record's `action_id` as `Idempotency-Key`, so the receiver can
+  drop a second copy.
 - Connection errors, timeouts, 5xx and 429 are retried with exponential backoff and full
   jitter; `Retry-After` (seconds or an HTTP date) is honoured on 429 and 503. Any other
   non-2xx status is final at once.
@@ -11,7 +14,10 @@ What a caller may rely on:
   JSON with the original record, the reason, the attempt count and the url without
   credentials or query string. A record is never dropped silently.
 - After `breaker_threshold` consecutive failures the endpoint's circuit opens for
-  `breaker_reset_s`; records wait (without using attempts) instead of hammering it.
+  `breaker_reset_s`; records wait instead of hammering it. While the circuit is open the
+  endpoint is down as a whole, and a record that has used its attempts waits for it (up to
+  `max_outage_s`) instead of being dead-lettered: an outage delays actions, it does not
+  turn them into dead letters.
 - Every request carries `X-CRM-Timestamp` (unix seconds) and
   `X-CRM-Signature: v1=<hex HMAC-SHA256 of "<timestamp>." + body>`; receivers check it
   with `verify`, which also rejects stale timestamps (replays).
@@ -100,6 +106,15 @@ class WebhookConfig(BaseModel):
     )
     secret_file: Path | None = Field(None, description="File holding the HMAC signing secret.")
     verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate.")
+    concurrency: int = Field(
+        8, ge=1, le=256, description="Customers whose records may be in flight at once."
+    )
+    max_outage_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Longest a record waits for an endpoint whose circuit is open before it "
+        "is dead-lettered.",
+    )
 
     _secret: SecretStr = PrivateAttr()
 
@@ -260,8 +275,14 @@ class WebhookDelivery:
     Use it from one event loop; `aclose()` releases the HTTP session."""
 
     def __init__(
-        self, config: WebhookConfig, dead_letter: Sink, *, rng: random.Random | None = None
+        self,
+        config: WebhookConfig,
+        dead_letter: Sink,
+        *,
+        rng: random.Random | None = None,
+        name: str = "webhook",
     ) -> None:
+        self.name = name
         self._config = config
         self._dead_letter = dead_letter
         self._rng = rng or random.Random()
@@ -275,11 +296,25 @@ class WebhookDelivery:
         self._session: aiohttp.ClientSession | None = None
         self.delivered = 0
         self.dead_lettered = 0
+        self.retries = 0
+
+    @property
+    def circuit_open(self) -> bool:
+        return self.breaker.wait_s() > 0
 
     async def deliver(self, records: Sequence[bytes]) -> None:
         async with self._lock:
+            lanes: dict[str | None, list[bytes]] = {}
             for record in records:
-                await self._deliver_one(record)
+                lanes.setdefault(_customer_of(record), []).append(record)
+            limit = asyncio.Semaphore(self._config.concurrency)
+
+            async def run(lane: list[bytes]) -> None:
+                async with limit:
+                    for record in lane:
+                        await self._deliver_one(record)
+
+            await asyncio.gather(*(run(lane) for lane in lanes.values()))
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -295,9 +330,18 @@ class WebhookDelivery:
         cfg = self._config
         outcome = _Outcome(False, True, "not attempted")
         attempts = 0
-        while attempts < cfg.max_attempts:
+        outage_s = 0.0
+        while attempts < cfg.max_attempts or self.circuit_open:
             while (wait := self.breaker.wait_s()) > 0:
+                if attempts >= cfg.max_attempts and outage_s + wait > cfg.max_outage_s:
+                    outcome = _Outcome(
+                        False, True, f"{outcome.reason}; endpoint down over {cfg.max_outage_s:g}s"
+                    )
+                    self._send_to_dead_letter(record, outcome.reason, attempts)
+                    return
                 await asyncio.sleep(wait)
+                if attempts >= cfg.max_attempts:
+                    outage_s += wait
             if self._bucket is not None and (wait := self._bucket.reserve()) > 0:
                 await asyncio.sleep(wait)
             attempts += 1
@@ -309,6 +353,7 @@ class WebhookDelivery:
             if not outcome.retryable:
                 break
             self.breaker.record_failure()
+            self.retries += 1
             if attempts < cfg.max_attempts:
                 delay = self._backoff_s(attempts)
                 if outcome.retry_after_s is not None:
@@ -325,6 +370,7 @@ class WebhookDelivery:
         headers = {
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: str(timestamp),
+            **_idempotency_key(record),
             SIGNATURE_HEADER: sign(cfg.signing_secret, timestamp, record),
         }
         try:
@@ -351,6 +397,7 @@ class WebhookDelivery:
 
     def _send_to_dead_letter(self, record: bytes, reason: str, attempts: int) -> None:
         letter: dict[str, Any] = {
+            "connector": self.name,
             "sink": "webhook",
             "url": self._config.safe_url,
             "reason": reason,
@@ -368,6 +415,22 @@ class WebhookDelivery:
         )
 
 
+def _customer_of(record: bytes) -> str | None:
+    try:
+        value = json.loads(record).get("customer_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _idempotency_key(record: bytes) -> dict[str, str]:
+    try:
+        value = json.loads(record).get("action_id")
+    except (ValueError, AttributeError):
+        return {}
+    return {"Idempotency-Key": value} if isinstance(value, str) and value.isprintable() else {}
+
+
 class WebhookSink:
     """The synchronous `Sink`: `write_batch` hands records to a private event-loop thread
     and returns at once; `flush` returns when all of them are delivered or dead-lettered
@@ -375,7 +438,12 @@ class WebhookSink:
     dead-letter sink belongs to the caller and is not closed."""
 
     def __init__(
-        self, config: WebhookConfig, dead_letter: Sink, *, rng: random.Random | None = None
+        self,
+        config: WebhookConfig,
+        dead_letter: Sink,
+        *,
+        rng: random.Random | None = None,
+        name: str = "webhook",
     ) -> None:
         self._dead_letter = dead_letter
         self._loop = asyncio.new_event_loop()
@@ -383,9 +451,21 @@ class WebhookSink:
             target=self._loop.run_forever, name="webhook-sink", daemon=True
         )
         self._thread.start()
-        self.delivery = WebhookDelivery(config, dead_letter, rng=rng)
+        self.delivery = WebhookDelivery(config, dead_letter, rng=rng, name=name)
         self._pending: list[concurrent.futures.Future[None]] = []
         self._closed = False
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.delivery.dead_lettered
+
+    @property
+    def retries(self) -> int:
+        return self.delivery.retries
+
+    @property
+    def circuit_open(self) -> bool:
+        return self.delivery.circuit_open
 
     def write_batch(self, records: Sequence[bytes]) -> None:
         if self._closed:

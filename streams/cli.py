@@ -152,6 +152,22 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--web-port", type=int, metavar="PORT", help="/metrics port (0: off)")
     w.set_defaults(run=_worker)
 
+    dl = sub.add_parser("deliver", help="deliver actions from Kafka to webhooks, topics, files")
+    _kafka_flags(dl)
+    dl.add_argument(
+        "--connectors", required=True, metavar="FILE", help="connectors and routes (YAML)"
+    )
+    dl.add_argument(
+        "--metrics-port", type=int, default=6067, metavar="PORT", help="/metrics (0: off)"
+    )
+    dl.set_defaults(run=_deliver)
+    conn = sub.add_parser("connectors", help="work with delivery configs").add_subparsers(
+        title="connectors commands", metavar="COMMAND"
+    )
+    cc = conn.add_parser("check", help="validate a connectors file; print every problem")
+    cc.add_argument("path", metavar="FILE")
+    cc.set_defaults(run=_connectors_check)
+
     topics = sub.add_parser("topics", help="manage the worker's Kafka topics").add_subparsers(
         title="topics commands", metavar="COMMAND"
     )
@@ -206,6 +222,40 @@ def _worker(args: argparse.Namespace) -> int:
         raise UsageError("no rules: pass --rules PATH or set rules in the settings")
     ruleset = _load(settings.rules)
     return run_worker(settings, ruleset)
+
+
+def _delivery_config(path: str) -> Any:
+    from connectors.config import DeliveryConfigError, load_delivery_config
+
+    try:
+        return load_delivery_config(path)
+    except DeliveryConfigError as exc:
+        raise UsageError(f"connectors file:\n{exc}") from None
+
+
+def _connectors_check(args: argparse.Namespace) -> int:
+    from connectors.config import DeliveryConfigError, load_delivery_config
+
+    try:
+        config = load_delivery_config(args.path)
+    except DeliveryConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for name, connector in config.connectors.items():
+        print(f"{name}: {connector.type}")
+    print(f"{args.path}: ok ({len(config.connectors)} connectors, {len(config.routes)} routes)")
+    return 0
+
+
+def _deliver(args: argparse.Namespace) -> int:
+    import logging
+
+    from streams.deliver import run_deliver
+
+    settings = _settings(args)
+    config = _delivery_config(args.connectors)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run_deliver(settings, config, metrics_port=args.metrics_port)
 
 
 def _sink(target: str | None, default: Sink | None = None) -> Sink:

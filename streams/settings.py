@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from connectors.kafka import KafkaSecurity
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -28,6 +29,7 @@ class Topics(BaseModel):
     alerts: str = "crm.alerts"
     decisions: str = "crm.decisions"
     dlq: str = "crm.dlq"
+    delivery_dlq: str = "crm.delivery.dlq"  # actions a connector could not deliver
 
     def inputs(self) -> dict[str, str]:
         """Input topic -> the event type it carries."""
@@ -39,37 +41,6 @@ class Topics(BaseModel):
 
     def outputs(self) -> list[str]:
         return [self.offers, self.alerts, self.decisions, self.dlq]
-
-
-class KafkaSecurity(BaseModel):
-    """Connection security, passed to every Kafka client (worker, admin, producers)."""
-
-    model_config = ConfigDict(extra="forbid")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-
-    def librdkafka(self) -> dict[str, Any]:
-        """This security as confluent-kafka (librdkafka) configuration."""
-        conf: dict[str, Any] = {"security.protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username is not None:
-            conf["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
-        for key, path in (
-            ("ssl.ca.location", self.ssl_cafile),
-            ("ssl.certificate.location", self.ssl_certfile),
-            ("ssl.key.location", self.ssl_keyfile),
-        ):
-            if path is not None:
-                conf[key] = str(path)
-        return conf
 
 
 class Settings(BaseSettings):

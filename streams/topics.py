@@ -33,6 +33,7 @@ def plan(settings: Settings) -> list[TopicPlan]:
         TopicPlan(t, n, plain) for t in [*settings.topics.inputs(), *settings.topics.outputs()]
     ]
     topics.append(TopicPlan(settings.changelog_topic(), n, {"cleanup.policy": "compact"}))
+    topics.append(TopicPlan(settings.topics.delivery_dlq, n, plain))  # `deliver`'s
     return topics
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +15,13 @@ from pydantic import ValidationError
 
 from connectors.base import ListSink
 from connectors.webhook import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
     WebhookConfig,
     WebhookSink,
     sign,
     verify,
 )
+from tests.connectors.endpoint import SECRET, Endpoint, Reply, serve
 
-SECRET = "test-signing-key"
 FAST = {
     "timeout_s": 2.0,
     "max_attempts": 4,
@@ -35,73 +30,6 @@ FAST = {
     "breaker_threshold": 100,
     "breaker_reset_s": 0.1,
 }
-
-
-@dataclass
-class Reply:
-    """What the server does with one request: answer `status` (after `delay_s`)."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-@dataclass
-class Endpoint:
-    """A scripted endpoint: replies are used in order, then every request gets 200.
-    Requests whose signature does not verify get 401."""
-
-    url: str
-    script: list[Reply]
-    received: list[bytes] = field(default_factory=list)
-    accepted: list[bytes] = field(default_factory=list)
-    bad_signatures: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def serve(script: list[Reply]) -> Iterator[Endpoint]:
-    endpoint = Endpoint(url="", script=list(script))
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            signed = verify(
-                SECRET,
-                self.headers.get(TIMESTAMP_HEADER, ""),
-                self.headers.get(SIGNATURE_HEADER, ""),
-                body,
-                now=time.time(),
-            )
-            with endpoint.lock:
-                endpoint.received.append(body)
-                reply = endpoint.script.pop(0) if endpoint.script else Reply()
-                if not signed:
-                    endpoint.bad_signatures += 1
-                    reply = Reply(401)
-                elif 200 <= reply.status < 300 and not reply.delay_s:
-                    endpoint.accepted.append(body)
-            time.sleep(reply.delay_s)
-            try:
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            except OSError:
-                pass  # the client gave up (timeout test)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
-        yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -171,6 +99,7 @@ def test_client_error_is_dead_lettered_at_once_and_later_records_flow(
     assert ep.accepted == sent[1:]
     assert dead == [
         {
+            "connector": "webhook",
             "sink": "webhook",
             "url": ep.url,
             "reason": "http 400",
@@ -284,3 +213,70 @@ def test_config_rejects_missing_or_ambiguous_secret_and_bad_urls(tmp_path: Path)
         WebhookConfig(url="https://crm.example/hook", secret_file=tmp_path / "missing")
     with pytest.raises(ValidationError, match="http or https"):
         WebhookConfig(url="ftp://crm.example/hook", secret_env="CRM_TEST_WEBHOOK_SECRET")
+
+
+def many(customers: int, per_customer: int) -> list[bytes]:
+    """Interleaved actions of several customers, numbered per customer."""
+    return [
+        json.dumps({"action_id": f"c{c}-{n}", "customer_id": f"c{c}", "n": n}).encode()
+        for n in range(per_customer)
+        for c in range(customers)
+    ]
+
+
+def per_customer_order(bodies: list[bytes]) -> dict[str, list[int]]:
+    order: dict[str, list[int]] = {}
+    for body in bodies:
+        record = json.loads(body)
+        order.setdefault(record["customer_id"], []).append(record["n"])
+    return order
+
+
+def test_closed_connections_are_retried_and_every_request_carries_an_idempotency_key(
+    endpoint_factory: Any,
+) -> None:
+    ep = endpoint_factory(Reply(close=True), Reply(close=True), Reply(500))
+    sent = many(customers=1, per_customer=4)
+    _, dead = run(config(ep.url), sent)
+    assert dead == []
+    assert ep.accepted == sent
+    assert ep.idempotency_keys == [json.loads(r)["action_id"] for r in sent]
+
+
+def test_an_endpoint_down_for_a_while_delays_actions_but_loses_none_and_keeps_order(
+    endpoint_factory: Any,
+) -> None:
+    """Down longer than max_attempts of backoff: the circuit opens and the actions wait for
+    the endpoint instead of becoming dead letters; then each arrives once, in order per
+    customer, several customers in parallel."""
+    ep = endpoint_factory()
+    ep.go_down()
+    cfg = config(ep.url, breaker_threshold=3, breaker_reset_s=0.2, max_attempts=3, concurrency=4)
+    dead = ListSink()
+    sink = WebhookSink(cfg, dead)
+    sent = many(customers=6, per_customer=5)
+    sink.write_batch(sent)
+    deadline = time.monotonic() + 10
+    while sink.delivery.breaker.times_opened < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.circuit_open or sink.delivery.breaker.times_opened >= 3
+    ep.come_back()
+    sink.close()
+    assert dead.records == []
+    assert sorted(ep.accepted) == sorted(sent)  # each exactly once
+    assert per_customer_order(ep.accepted) == per_customer_order(sent)
+    assert sink.retries >= 3
+
+
+def test_an_outage_longer_than_max_outage_dead_letters_with_the_reason(
+    endpoint_factory: Any,
+) -> None:
+    ep = endpoint_factory()
+    ep.go_down()
+    cfg = config(
+        ep.url, breaker_threshold=2, breaker_reset_s=0.1, max_attempts=2, max_outage_s=0.3
+    )
+    _, dead = run(cfg, records(2))
+    assert [d["record"]["action_id"] for d in dead] == ["a0", "a1"]
+    assert all("endpoint down over 0.3s" in d["reason"] for d in dead)
+    assert all(d["reason"].startswith("connection error") for d in dead)

@@ -1,0 +1,183 @@
+"""Kafka connection security and the Kafka sink (confluent-kafka).
+
+`KafkaSink` produces each record to one topic with an idempotent producer (`acks=all`,
+`enable.idempotence`), keyed by the record's `customer_id`, so a consumer of that topic sees
+a customer's actions in order. `flush()` returns when the broker has every record, or raises
+`SinkError` naming what failed; a record the broker refuses for its size goes to the
+dead-letter sink instead (it would be refused again on every retry).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+from connectors.base import Sink, SinkError
+
+log = logging.getLogger(__name__)
+
+# the broker's "message too large" and the client's own check before sending
+_TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
+
+
+class KafkaSecurity(BaseModel):
+    """Connection security, passed to every Kafka client (worker, admin, producers).
+
+    The SASL password comes from the environment (`CRM_KAFKA__SASL_PASSWORD`) or from
+    `sasl_password_file` (a mounted secret); it is a `SecretStr`, never printed or logged.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Self:
+        if self.sasl_password_file is None:
+            return self
+        if self.sasl_password is not None:
+            raise ValueError("set one of sasl_password and sasl_password_file, not both")
+        try:
+            value = self.sasl_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read sasl_password_file: {exc.strerror}") from None
+        if not value:
+            raise ValueError("sasl_password_file is empty")
+        self.sasl_password = SecretStr(value)
+        return self
+
+    def librdkafka(self) -> dict[str, Any]:
+        """This security as confluent-kafka (librdkafka) configuration."""
+        conf: dict[str, Any] = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.ssl_cafile),
+            ("ssl.certificate.location", self.ssl_certfile),
+            ("ssl.key.location", self.ssl_keyfile),
+        ):
+            if path is not None:
+                conf[key] = str(path)
+        return conf
+
+
+class KafkaSink:
+    """Records to `topic`, keyed by customer id, idempotent and `acks=all`."""
+
+    def __init__(
+        self,
+        topic: str,
+        brokers: str,
+        *,
+        security: KafkaSecurity | None = None,
+        compression: str = "lz4",
+        delivery_timeout_s: float = 120.0,
+        dead_letter: Sink | None = None,
+        name: str = "kafka",
+    ) -> None:
+        self.topic = topic
+        self.name = name
+        self._dead_letter = dead_letter
+        conf: dict[str, Any] = {
+            "bootstrap.servers": brokers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": compression,
+            "linger.ms": 5,
+            "delivery.timeout.ms": int(delivery_timeout_s * 1000),
+            "partitioner": "murmur2_random",
+            **(security or KafkaSecurity()).librdkafka(),
+        }
+        self._producer = Producer(conf)
+        self._failed: list[tuple[bytes, KafkaError]] = []
+
+    def open(self, timeout_s: float = 10.0) -> None:
+        """Raises `SinkError` unless the topic exists and has a leader for every partition."""
+        try:
+            meta = self._producer.list_topics(self.topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise SinkError(f"kafka: cannot reach the brokers: {exc.args[0]}") from None
+        topic = meta.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise SinkError(f"kafka: topic {self.topic} does not exist")
+
+    def write_batch(self, records: Sequence[bytes]) -> None:
+        for record in records:
+            self._produce(record)
+
+    def _produce(self, record: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, record, _customer_key(record), on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                self._failed.append((record, exc.args[0]))
+                return
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failed.append((msg.value(), err))
+
+    def flush(self) -> None:
+        deadline = time.monotonic() + 600
+        while self._producer.flush(1.0) > 0:
+            if time.monotonic() > deadline:
+                raise SinkError(f"kafka: {self.topic}: records still unsent after 600 s")
+        failed, self._failed = self._failed, []
+        fatal = []
+        for record, err in failed:
+            if err.code() in _TOO_LARGE and self._dead_letter is not None:
+                self._dead_letter.write_batch([_letter(self.name, self.topic, record, err)])
+            else:
+                fatal.append(err)
+        if self._dead_letter is not None:
+            self._dead_letter.flush()
+        if fatal:
+            raise SinkError(f"kafka: {self.topic}: {len(fatal)} records failed: {fatal[0].str()}")
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _customer_key(record: bytes) -> bytes | None:
+    try:
+        cid = json.loads(record).get("customer_id")
+    except (ValueError, AttributeError):
+        return None
+    return cid.encode() if isinstance(cid, str) else None
+
+
+def _letter(name: str, topic: str, record: bytes, err: KafkaError) -> bytes:
+    letter: dict[str, Any] = {
+        "connector": name,
+        "sink": "kafka",
+        "topic": topic,
+        "reason": f"refused by Kafka: {err.name()}",
+        "attempts": 1,
+    }
+    try:
+        letter["record"] = json.loads(record)
+    except ValueError:
+        letter["record_text"] = record.decode("utf-8", errors="replace")
+    return json.dumps(letter, separators=(",", ":")).encode()
