@@ -164,11 +164,11 @@ class DeliveryConfig(BaseModel):
                 if name not in self.connectors:
                     hint = difflib.get_close_matches(name, list(self.connectors), n=1)
                     extra = f" (did you mean `{hint[0]}`?)" if hint else ""
-                    problems.append(f"routes[{n}].to: unknown connector `{name}`{extra}")
+                    problems.append(f"routes.{n}.to: unknown connector `{name}`{extra}")
         unused = set(self.connectors) - {name for r in self.routes for name in r.to}
         problems += [f"connectors.{name}: no route sends anything to it" for name in sorted(unused)]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     def targets(self, action: Mapping[str, Any]) -> list[str]:
@@ -202,7 +202,15 @@ def load_delivery_config(path: str | Path) -> DeliveryConfig:
     try:
         return DeliveryConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [_located(path, node, err) for err in exc.errors(include_url=False)]
+        lines = []
+        for err in exc.errors(include_url=False):
+            if err["loc"]:
+                lines.append(_located(path, node, err))
+                continue
+            for problem in str(err["msg"]).removeprefix("Value error, ").splitlines():
+                where, _, message = problem.partition(": ")  # "routes.0.to: unknown ..."
+                loc = tuple(int(p) if p.isdigit() else p for p in where.split("."))
+                lines.append(_located(path, node, {"loc": loc, "msg": message}))
         raise DeliveryConfigError("\n".join(lines)) from None
 
 

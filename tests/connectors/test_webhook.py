@@ -273,9 +273,7 @@ def test_an_outage_longer_than_max_outage_dead_letters_with_the_reason(
 ) -> None:
     ep = endpoint_factory()
     ep.go_down()
-    cfg = config(
-        ep.url, breaker_threshold=2, breaker_reset_s=0.1, max_attempts=2, max_outage_s=0.3
-    )
+    cfg = config(ep.url, breaker_threshold=2, breaker_reset_s=0.1, max_attempts=2, max_outage_s=0.3)
     _, dead = run(cfg, records(2))
     assert [d["record"]["action_id"] for d in dead] == ["a0", "a1"]
     assert all("endpoint down over 0.3s" in d["reason"] for d in dead)
