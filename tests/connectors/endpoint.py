@@ -38,6 +38,7 @@ class Endpoint:
     received: list[bytes] = field(default_factory=list)
     accepted: list[bytes] = field(default_factory=list)
     idempotency_keys: list[str | None] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)
     bad_signatures: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: Any = None
@@ -76,6 +77,7 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
                 elif 200 <= reply.status < 300 and not reply.delay_s and not reply.close:
                     endpoint.accepted.append(body)
                     endpoint.idempotency_keys.append(self.headers.get("Idempotency-Key"))
+                    endpoint.accepted_at.append(time.time())
             if reply.close:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,237 @@
+"""`crm-triggers deliver` on the real broker: actions from the output topics to a webhook
+(a real local HTTP server), a Kafka topic and a file, each connector on its own.
+
+What the design says, checked here: each action reaches each connector it is routed to
+exactly once (no crash or rebalance in these tests), in order per customer, signed; an
+endpoint that is down holds back only its own connector; actions held for quiet hours are
+delivered when due, also after a restart of the deliverer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from connectors.config import DeliveryConfig
+from streams.deliver import run_deliver
+from streams.settings import Settings, Topics
+from streams.topics import create_topics
+from tests.connectors.endpoint import SECRET, Endpoint, serve
+
+CUSTOMERS = 12
+PER_CUSTOMER = 10
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    prefix = f"d{uuid.uuid4().hex[:8]}"
+    topics = Topics(**{name: f"{prefix}.{name}" for name in Topics.model_fields})
+    s = Settings(brokers=kafka_bootstrap, app_id=prefix, topics=topics, partitions=3)
+    create_topics(s)
+    return s
+
+
+@pytest.fixture
+def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
+    monkeypatch.setenv("CRM_TEST_HOOK_KEY", SECRET)
+    gen = serve([])
+    yield next(gen)
+    gen.close()
+
+
+def actions(
+    not_before: Callable[[int, int], float | None] = lambda c, n: None,
+) -> list[dict[str, Any]]:
+    out = []
+    for n in range(PER_CUSTOMER):
+        for c in range(CUSTOMERS):
+            kind = "alert" if n % 3 == 0 else "offer"
+            nb = not_before(c, n)
+            out.append(
+                {
+                    "action_id": f"a-{c}-{n}",
+                    "kind": kind,
+                    "pack": "p",
+                    "rule_id": "r",
+                    "customer_id": f"c{c}",
+                    "n": n,
+                    "severity": "high" if kind == "alert" else None,
+                    "channel": "push" if kind == "offer" else "fraud_queue",
+                    "not_before": (
+                        datetime.fromtimestamp(nb, UTC).isoformat() if nb is not None else None
+                    ),
+                }
+            )
+    return out
+
+
+def produce(settings: Settings, records: list[dict[str, Any]]) -> None:
+    producer = Producer({"bootstrap.servers": settings.brokers, "partitioner": "murmur2_random"})
+    for r in records:
+        topic = settings.topics.alerts if r["kind"] == "alert" else settings.topics.offers
+        producer.produce(topic, json.dumps(r).encode(), r["customer_id"].encode())
+    assert producer.flush(30) == 0
+
+
+def config(tmp_path: Path, url: str, cases_topic: str) -> DeliveryConfig:
+    return DeliveryConfig.model_validate(
+        {
+            "connectors": {
+                "hook": {
+                    "type": "webhook",
+                    "url": url,
+                    "secret_env": "CRM_TEST_HOOK_KEY",
+                    "backoff_base_s": 0.05,
+                    "backoff_max_s": 0.2,
+                    "max_attempts": 3,
+                    "breaker_threshold": 3,
+                    "breaker_reset_s": 0.3,
+                },
+                "cases": {"type": "kafka", "topic": cases_topic},
+                "copy": {"type": "file", "path": str(tmp_path / "copy" / "actions.jsonl")},
+            },
+            "routes": [
+                {"match": {"kind": ["offer"]}, "to": ["hook"]},
+                {"match": {"kind": ["alert"], "severity": ["high"]}, "to": ["cases"]},
+                {"to": ["copy"]},
+            ],
+            "batch_size": 50,
+            "hold_dir": str(tmp_path / "hold"),
+        }
+    )
+
+
+class Deliverer:
+    """`run_deliver` on a thread, as the CLI runs it (minus signals and /metrics)."""
+
+    def __init__(self, settings: Settings, config: DeliveryConfig) -> None:
+        self.stop = threading.Event()
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, args=(settings, config), daemon=True)
+        self.thread.start()
+
+    def _run(self, settings: Settings, config: DeliveryConfig) -> None:
+        self.code = run_deliver(settings, config, metrics_port=0, stop=self.stop)
+
+    def close(self) -> int | None:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        return self.code
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def file_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["action_id"] for line in path.read_bytes().splitlines()]
+
+
+def read_topic(brokers: str, topic: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"check-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(json.loads(m.value()))
+    extra_until = time.monotonic() + 1.0  # anything beyond `count` is a duplicate
+    while time.monotonic() < extra_until:
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(json.loads(m.value()))
+    consumer.close()
+    return got
+
+
+def per_customer(records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    order: dict[str, list[int]] = {}
+    for r in records:
+        order.setdefault(r["customer_id"], []).append(r["n"])
+    return order
+
+
+def test_a_down_endpoint_holds_back_only_its_connector_and_then_gets_every_action_once(
+    settings: Settings, endpoint: Endpoint, new_topics: Any, tmp_path: Path
+) -> None:
+    (cases_topic,) = new_topics(n_partitions=3)
+    sent = actions()
+    offers = [a for a in sent if a["kind"] == "offer"]
+    alerts = [a for a in sent if a["kind"] == "alert"]
+    endpoint.go_down()
+    produce(settings, sent)
+    deliverer = Deliverer(settings, config(tmp_path, endpoint.url, cases_topic))
+    try:
+        copy = tmp_path / "copy" / "actions.jsonl"
+        wait_for("the file connector", lambda: len(file_ids(copy)) >= len(sent))
+        cases = read_topic(settings.brokers, cases_topic, len(alerts))
+        assert endpoint.received == []  # it was down all along
+        endpoint.come_back()
+        wait_for("the webhook", lambda: len(endpoint.accepted_ids()) >= len(offers))
+        time.sleep(1.0)  # room for a duplicate to show up
+    finally:
+        assert deliverer.close() == 0
+    assert sorted(file_ids(copy)) == sorted(a["action_id"] for a in sent)
+    assert sorted(c["action_id"] for c in cases) == sorted(a["action_id"] for a in alerts)
+    assert per_customer(cases) == per_customer(alerts)
+    hooked = [json.loads(b) for b in endpoint.accepted]
+    assert sorted(h["action_id"] for h in hooked) == sorted(a["action_id"] for a in offers)
+    assert per_customer(hooked) == per_customer(offers)
+    assert endpoint.bad_signatures == 0
+    assert read_topic(settings.brokers, settings.topics.delivery_dlq, 0, timeout=1) == []
+
+
+def test_actions_held_for_quiet_hours_are_delivered_when_due_also_after_a_restart(
+    settings: Settings, endpoint: Endpoint, new_topics: Any, tmp_path: Path
+) -> None:
+    (cases_topic,) = new_topics(n_partitions=3)
+    due = time.time() + 6
+    sent = actions(lambda c, n: due if c % 2 == 0 else None)  # even customers: quiet hours
+    offers = [a for a in sent if a["kind"] == "offer"]
+    held = {a["action_id"] for a in offers if a["not_before"] is not None}
+    produce(settings, sent)
+    cfg = config(tmp_path, endpoint.url, cases_topic)
+    deliverer = Deliverer(settings, cfg)
+    try:
+        wait_for(
+            "the offers not held", lambda: len(endpoint.accepted_ids()) >= len(offers) - len(held)
+        )
+        assert held.isdisjoint(endpoint.accepted_ids())
+    finally:
+        assert deliverer.close() == 0
+    assert time.time() < due, "the test machine was too slow to stop before the held ones were due"
+    assert (tmp_path / "hold" / "hook").is_dir()
+    deliverer = Deliverer(settings, cfg)  # restarted: the held offers are on its disk
+    try:
+        wait_for("the held offers", lambda: len(endpoint.accepted_ids()) >= len(offers))
+        time.sleep(1.0)
+    finally:
+        assert deliverer.close() == 0
+    accepted = endpoint.accepted_ids()
+    assert sorted(accepted) == sorted(a["action_id"] for a in offers)  # each once
+    when = dict(zip(accepted, endpoint.accepted_at, strict=True))
+    assert min(when[a] for a in held) >= due  # not before the end of quiet hours
