@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from connectors.kafka import KafkaSecurity
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connectors.kafka import KafkaSecurity
 
 
 class Topics(BaseModel):
@@ -88,6 +89,8 @@ class Settings(BaseSettings):
         env: dict[str, str] = {}
         for name, value in self.model_dump(mode="python").items():
             if isinstance(value, dict):
+                if value.get("sasl_password_file") is not None:
+                    value = {**value, "sasl_password": None}  # the child reads the file
                 nested = {f"{name}__{k}": v for k, v in value.items()}
             else:
                 nested = {name: value}
@@ -124,6 +127,12 @@ class _FileSource(PydanticBaseSettingsSource):
             raise ValueError(f"config file {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"config file {path}: expected a mapping of settings")
+        kafka = data.get("kafka")
+        if isinstance(kafka, dict) and "sasl_password" in kafka:
+            raise ValueError(
+                f"config file {path}: kafka.sasl_password does not belong in a file that may "
+                "be committed; set CRM_KAFKA__SASL_PASSWORD or kafka.sasl_password_file"
+            )
         return data
 
 

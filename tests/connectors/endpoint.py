@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from connectors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -43,6 +45,7 @@ class Endpoint:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: Any = None
     port: int = 0
+    tls: tuple[Path, Path] | None = None  # certificate and key: serve https
 
     def accepted_ids(self) -> list[str]:
         with self.lock:
@@ -101,15 +104,20 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
 def _start(endpoint: Endpoint, port: int) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(endpoint))
     server.daemon_threads = True
+    if endpoint.tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*endpoint.tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint.server = server
     endpoint.port = server.server_address[1]
 
 
-def serve(script: list[Reply]) -> Iterator[Endpoint]:
-    endpoint = Endpoint(url="", script=list(script))
+def serve(script: list[Reply], tls: tuple[Path, Path] | None = None) -> Iterator[Endpoint]:
+    endpoint = Endpoint(url="", script=list(script), tls=tls)
     _start(endpoint, 0)
-    endpoint.url = f"http://127.0.0.1:{endpoint.port}/hook"
+    scheme = "https" if tls else "http"
+    endpoint.url = f"{scheme}://127.0.0.1:{endpoint.port}/hook"
     try:
         yield endpoint
     finally:

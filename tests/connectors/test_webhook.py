@@ -4,7 +4,9 @@ timeouts, a dead endpoint, the circuit breaker, the rate limit and the signature
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,3 +280,32 @@ def test_an_outage_longer_than_max_outage_dead_letters_with_the_reason(
     assert [d["record"]["action_id"] for d in dead] == ["a0", "a1"]
     assert all("endpoint down over 0.3s" in d["reason"] for d in dead)
     assert all(d["reason"].startswith("connection error") for d in dead)
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no authority signed (made with openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_certificates_are_verified_by_default(self_signed: tuple[Path, Path]) -> None:
+    gen = serve([], tls=self_signed)
+    ep = next(gen)
+    try:
+        _, dead = run(config(ep.url, max_attempts=1), records(1))
+        assert [d["reason"] for d in dead] == ["connection error: ClientConnectorCertificateError"]
+        assert ep.accepted == []
+        _, dead = run(config(ep.url, verify_tls=False), records(1))  # the operator's choice
+        assert dead == [] and ep.accepted == records(1)
+    finally:
+        gen.close()
