@@ -13,7 +13,7 @@ RUN pip install --no-cache-dir . \
 
 # Run as an unprivileged user; the state folder is the only place it writes.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/crm crm \
-    && mkdir -p /var/lib/crm-triggers/state \
+    && mkdir -p /var/lib/crm-triggers/state /var/lib/crm-triggers/deliver \
     && chown -R crm:crm /var/lib/crm-triggers
 USER crm
 

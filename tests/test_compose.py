@@ -10,6 +10,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from connectors.config import load_delivery_config
 from streams import cli
 from streams.settings import Settings
 
@@ -80,6 +81,11 @@ def test_commands_parse_with_the_cli() -> None:
         assert (ROOT / Path(path).relative_to("/app")).is_dir()
     topics = SERVICES["topics"]
     assert cli._parser().parse_args(topics["command"]).run is cli._topics_create
+    deliver = cli._parser().parse_args(SERVICES["deliver"]["command"])
+    assert deliver.run is cli._deliver
+    config = load_delivery_config(ROOT / Path(deliver.connectors).relative_to("/app"))
+    volume = SERVICES["deliver"]["volumes"][0].split(":")[1]
+    assert str(config.hold_dir).startswith(volume)  # holds survive a container restart
     assert topics["build"] == "." and topics["restart"] == "no"
 
 
