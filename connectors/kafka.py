@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -107,6 +106,7 @@ class KafkaSink:
         }
         self._producer = Producer(conf)
         self._failed: list[tuple[bytes, KafkaError]] = []
+        self.dead_lettered = 0
 
     def open(self, timeout_s: float = 10.0) -> None:
         """Raises `SinkError` unless the topic exists and has a leader for every partition."""
@@ -140,23 +140,37 @@ class KafkaSink:
             self._failed.append((msg.value(), err))
 
     def flush(self) -> None:
-        deadline = time.monotonic() + 600
-        while self._producer.flush(1.0) > 0:
-            if time.monotonic() > deadline:
-                raise SinkError(f"kafka: {self.topic}: records still unsent after 600 s")
+        self._drain()
         failed, self._failed = self._failed, []
-        fatal = []
-        for record, err in failed:
-            if err.code() in _TOO_LARGE and self._dead_letter is not None:
-                self._dead_letter.write_batch([_letter(self.name, self.topic, record, err)])
-            else:
-                fatal.append(err)
-        if self._dead_letter is not None:
-            self._dead_letter.flush()
+        fatal = [err for _, err in failed if err.code() not in _TOO_LARGE]
         if fatal:
             raise SinkError(f"kafka: {self.topic}: {len(fatal)} records failed: {fatal[0].str()}")
+        letters = []
+        for record, _ in failed:  # refused as too large: alone, in case its batch was
+            self._produce(record)
+            self._drain()
+            again, self._failed = self._failed, []
+            if not again:
+                continue
+            err = again[0][1]
+            if err.code() not in _TOO_LARGE or self._dead_letter is None:
+                raise SinkError(f"kafka: {self.topic}: a record failed: {err.str()}")
+            letters.append(_letter(self.name, self.topic, record, err))
+            self.dead_lettered += 1
+        if letters:
+            assert self._dead_letter is not None
+            self._dead_letter.write_batch(letters)
+            self._dead_letter.flush()
+
+    def _drain(self) -> None:
+        """Waits until librdkafka has an answer for every record (it gives up on a record
+        after `delivery_timeout_s`)."""
+        while self._producer.flush(1.0) > 0:
+            pass
 
     def close(self) -> None:
+        if self._producer is None:
+            return
         self.flush()
         self._producer = None  # type: ignore[assignment]  # freed now, not at exit
 
