@@ -7,6 +7,7 @@ the action's input offset only after that, so a held action survives a crash or 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class HoldStore:
         write_options.sync = True
         self._write_options = write_options
         self._count = sum(1 for _ in self._db.keys())  # noqa: SIM118 (Rdict)
+        self._lock = threading.Lock()  # hold() and release() may run on different threads
 
     def hold(self, items: Iterable[tuple[float, str, bytes]]) -> int:
         """Keeps each (due unix time, action id, record); returns how many were new."""
@@ -35,9 +37,10 @@ class HoldStore:
             if self._db.get(key) is None:
                 new += 1
             batch.put(key, record)
-        if new or len(batch):
-            self._db.write(batch, self._write_options)
-        self._count += new
+        with self._lock:
+            if new or len(batch):
+                self._db.write(batch, self._write_options)
+            self._count += new
         return new
 
     def due(self, now: float, limit: int) -> list[tuple[bytes, bytes]]:
@@ -65,8 +68,9 @@ class HoldStore:
             if self._db.get(key) is not None:
                 gone += 1
             batch.delete(key)
-        self._db.write(batch, self._write_options)
-        self._count -= gone
+        with self._lock:
+            self._db.write(batch, self._write_options)
+            self._count -= gone
 
     def __len__(self) -> int:
         return self._count
