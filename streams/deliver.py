@@ -94,6 +94,9 @@ class ConnectorLoop:
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
+                # a crashed deliverer's partitions move after 10 s (Kafka's default: 45 s)
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 3_000,
                 **settings.kafka.librdkafka(),
             }
         )

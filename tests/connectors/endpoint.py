@@ -46,6 +46,7 @@ class Endpoint:
     server: Any = None
     port: int = 0
     tls: tuple[Path, Path] | None = None  # certificate and key: serve https
+    delay_s: float = 0.0  # every request takes this long (a slow endpoint)
 
     def accepted_ids(self) -> list[str]:
         with self.lock:
@@ -64,6 +65,7 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(endpoint.delay_s)
             signed = verify(
                 SECRET,
                 self.headers.get(TIMESTAMP_HEADER, ""),

@@ -10,6 +10,10 @@ delivered when due, also after a restart of the deliverer.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import Consumer, Producer
 
 from connectors.config import DeliveryConfig
@@ -235,3 +240,41 @@ def test_actions_held_for_quiet_hours_are_delivered_when_due_also_after_a_restar
     assert sorted(accepted) == sorted(a["action_id"] for a in offers)  # each once
     when = dict(zip(accepted, endpoint.accepted_at, strict=True))
     assert min(when[a] for a in held) >= due  # not before the end of quiet hours
+
+
+def test_a_deliverer_killed_mid_stream_loses_nothing_after_a_restart(
+    settings: Settings, endpoint: Endpoint, new_topics: Any, tmp_path: Path
+) -> None:
+    """`crm-triggers deliver` as a process, `kill -9` while the webhook is slow: the restarted
+    process delivers every action at least once; only the batch in flight comes twice."""
+    (cases_topic,) = new_topics(n_partitions=3)
+    sent = actions()
+    offers = [a["action_id"] for a in sent if a["kind"] == "offer"]
+    cfg = config(tmp_path, endpoint.url, cases_topic).model_dump(mode="json")
+    cfg["connectors"]["hook"]["concurrency"] = 1
+    cfg["batch_size"] = 20
+    path = tmp_path / "connectors.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    produce(settings, sent)
+    env = {**os.environ, **settings.to_env(), "CRM_TEST_HOOK_KEY": SECRET}
+    command = [sys.executable, "-m", "streams.cli", "deliver", "--connectors", str(path)]
+    command += ["--metrics-port", "0"]
+    endpoint.delay_s = 0.02  # slow: the kill lands mid-stream
+    first = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("some offers", lambda: len(endpoint.accepted_ids()) >= 25)
+    finally:
+        first.kill()
+        first.wait(10)
+    assert len(set(endpoint.accepted_ids())) < len(offers), "finished before the kill"
+    endpoint.delay_s = 0.0
+    second = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    try:
+        wait_for("every offer", lambda: set(offers) <= set(endpoint.accepted_ids()))
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err.decode()[-2000:]
+    accepted = endpoint.accepted_ids()
+    assert set(accepted) == set(offers)
+    assert len(accepted) - len(offers) <= 20  # at most the batch that was in flight
