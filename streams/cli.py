@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from connectors.base import NullSink, Sink
 from connectors.files import JsonLinesSink
+from monitoring.logs import configure_logging
 from rules.errors import RuleError
 from rules.pack import parse_duration
 from rules.ruleset import RuleSet, load_rules
@@ -37,6 +39,7 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return 2
@@ -61,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-triggers",
         description="Real-time CRM triggers: offers and risk alerts from a bank's event streams.",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=os.environ.get("CRM_LOG_FORMAT", "json"),
+        help="log format (CRM_LOG_FORMAT; default json; personal data masked in both)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=os.environ.get("CRM_LOG_LEVEL", "INFO").upper(),
+        help="log level (CRM_LOG_LEVEL; default INFO)",
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -248,13 +264,10 @@ def _connectors_check(args: argparse.Namespace) -> int:
 
 
 def _deliver(args: argparse.Namespace) -> int:
-    import logging
-
     from streams.deliver import run_deliver
 
     settings = _settings(args)
     config = _delivery_config(args.connectors)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return run_deliver(settings, config, metrics_port=args.metrics_port)
 
 

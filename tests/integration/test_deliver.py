@@ -275,6 +275,10 @@ def test_a_deliverer_killed_mid_stream_loses_nothing_after_a_restart(
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err.decode()[-2000:]
+    logs = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert any(entry["msg"] == "stopped" for entry in logs)  # structured JSON logs
+    assert SECRET not in err.decode()  # the signing key is never logged
+    assert "c1" not in {str(v) for entry in logs for v in entry.values()}  # nor customers
     accepted = endpoint.accepted_ids()
     assert set(accepted) == set(offers)
     assert len(accepted) - len(offers) <= 20  # at most the batch that was in flight
