@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -135,6 +136,15 @@ def check(source: str, scope: Scope, *, want_bool: bool = True) -> Checked:
         raise ExprError(f"expression has more than {MAX_NODES} parts; split the rule")
     checked = Checked(wrapped, tree.body, NULL)
     checker = _Checker(scope, checked, wrapped)
+    if not wrapped.isascii():  # Python reads fullwidth `event` as `event` (NFKC): text would lie
+        for node in ast.walk(tree.body):
+            if not isinstance(node, ast.Name | ast.Attribute):
+                continue
+            text = ast.get_source_segment(wrapped, node) or ""
+            if not text.isascii():
+                plain = unicodedata.normalize("NFKC", text)
+                reads = f" reads as `{plain}`" if plain != text else ""
+                raise checker.fail(node, f"names must be ASCII (`{text}`{reads})")
     checked.type = checker.visit(tree.body, 1)
     for node in ast.walk(tree.body):  # the text of every part, for explanations
         segment = ast.get_source_segment(wrapped, node) or ast.unparse(node)

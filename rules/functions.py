@@ -73,6 +73,17 @@ def _none_safe(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def safe_round(x: Any, ndigits: Any = None) -> Any:
+    """round(x[, ndigits]), without its trap: for an integer x, round(x, -n) computes 10**n,
+    which for n = 10**15 (a legal literal) never finishes. Such a round is 0 (once 10**n
+    exceeds 2|x|), so it is answered directly."""
+    if ndigits is None:
+        return round(x)
+    if isinstance(x, int) and isinstance(ndigits, int) and -ndigits > x.bit_length() // 3 + 2:
+        return 0
+    return round(x, ndigits)
+
+
 def coalesce(*args: Any) -> Any:
     """The first argument that is not null."""
     for a in args:
@@ -101,7 +112,7 @@ FUNCTIONS: Final[dict[str, Function]] = {
         Function("abs", 1, 1, NUM, _none_safe(abs)),
         Function("min", 2, 8, NUM, _none_safe(min)),
         Function("max", 2, 8, NUM, _none_safe(max)),
-        Function("round", 1, 2, NUM, _none_safe(round)),
+        Function("round", 1, 2, NUM, _none_safe(safe_round)),
         Function("len", 1, 1, NUM, _none_safe(len), arg_type=None),
         Function("coalesce", 2, 8, NULL, coalesce, arg_type=None),
         Function("hours_between", 2, 2, NUM, hours_between),

@@ -381,6 +381,9 @@ MAX_YAML_DEPTH: Final = 16
 MAX_YAML_NODES: Final = 100_000
 
 
+_PLAIN_TAGS: Final = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 class _NodeProblem(Exception):
     def __init__(self, message: str, mark: _Mark) -> None:
         self.message, self.mark = message, mark
@@ -399,6 +402,10 @@ def _to_python(
     if budget[0] < 0 or len(path) > MAX_YAML_DEPTH:
         raise _NodeProblem("the pack is nested too deeply or too large (check aliases)", mark)
     marks[path] = mark
+    # Safe YAML still lets a tag such as !!python/object sit on a mapping or a list: the tag
+    # would be ignored here, so it is an error, as it is on a scalar.
+    if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_TAGS:
+        raise _NodeProblem(f"YAML tag `{node.tag}` is not allowed", mark)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -414,7 +421,10 @@ def _to_python(
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*path, i), marks, budget) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    value = _scalar(node)
+    if isinstance(value, bytes):  # !!binary: pydantic would read the decoded bytes as text
+        raise _NodeProblem("binary values (!!binary) are not allowed", mark)
+    return value
 
 
 def _scalar(node: yaml.Node) -> Any:

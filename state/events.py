@@ -11,7 +11,7 @@ are decoded twice (to keep their extra keys) and so cost more; they are rare.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -21,7 +21,7 @@ ShortText = Annotated[str, msgspec.Meta(max_length=256)]
 Amount = Annotated[float, msgspec.Meta(ge=0)]
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
-Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}\\Z")]
 EventTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 TransactionChannel = Literal["card", "online", "mobile", "branch", "atm", "transfer"]
@@ -37,7 +37,7 @@ class TransactionEvent(msgspec.Struct, tag_field="type", tag="transaction", kw_o
     amount: Amount
     direction: Literal["credit", "debit"]
     channel: TransactionChannel
-    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "CNY"
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}\\Z")] = "CNY"
     account_id: ShortText | None = None
     card_id: ShortText | None = None
     merchant_country: Country | None = None
@@ -115,6 +115,14 @@ _COMMON: Final = frozenset({"type", "event_id", "customer_id", "ts"})
 
 _decoder: Final = msgspec.json.Decoder(Event)
 _raw_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+TS_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+TS_MAX: Final = datetime(2200, 1, 1, tzinfo=UTC)
+"""Event times outside [TS_MIN, TS_MAX) are invalid: no bank event is older than 1970, and
+times near datetime's limits (years 1 and 9999) overflow window and quiet-hours arithmetic."""
+MAX_NESTING: Final = 64
+"""How deeply a profile update's extra values may nest: they are stored and re-encoded."""
+_TOO_DEEP: Final = "invalid event: JSON nested too deeply"
+_INT_RANGE: Final = (-(2**63), 2**64 - 1)  # what the state's MessagePack encoding can hold
 
 
 class InvalidEvent(ValueError):
@@ -136,13 +144,28 @@ def decode_event(raw: bytes | str) -> Event:
         raise InvalidEvent(f"malformed JSON: {exc}") from None
     except UnicodeError:  # invalid UTF-8 in bytes, or a lone surrogate in a str
         raise InvalidEvent("malformed JSON: text is not valid UTF-8") from None
+    except RecursionError:  # msgspec nests as deep as the JSON does, up to Python's limit
+        raise InvalidEvent(_TOO_DEEP) from None
+    if not TS_MIN <= event.ts < TS_MAX:  # near datetime's limits, date arithmetic overflows
+        raise InvalidEvent(
+            "invalid event: time outside 1970-01-01..2199-12-31 - at `$.ts`", event.customer_id
+        )
     if type(event) is ProfileEvent:
         try:
             event.extra = _profile_extras(raw)
+        except msgspec.ValidationError as exc:  # a number out of range the typed decode skipped
+            raise InvalidEvent(
+                f"invalid event: {_without_values(exc)}", event.customer_id
+            ) from None
         except (msgspec.DecodeError, UnicodeError):  # in a key or value the typed decode skipped
             raise InvalidEvent(
                 "malformed JSON: text is not valid UTF-8", event.customer_id
             ) from None
+        except RecursionError:
+            raise InvalidEvent(_TOO_DEEP, event.customer_id) from None
+        problem = _unstorable(event.extra)
+        if problem is not None:
+            raise InvalidEvent(problem, event.customer_id)
         if event.timezone not in (None, msgspec.UNSET) and not _is_timezone(event.timezone):
             raise InvalidEvent(
                 "invalid event: unknown IANA time zone - at `$.timezone`", event.customer_id
@@ -169,10 +192,28 @@ def _profile_extras(raw: bytes | str) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if k not in _COMMON and k not in PROFILE_FIELDS}
 
 
+def _unstorable(extra: dict[str, Any]) -> str | None:
+    """Why a profile update's extra values could not be kept in a customer's state (nested
+    deeper than MAX_NESTING, or an integer MessagePack cannot hold), or None."""
+    low, high = _INT_RANGE
+    stack: list[tuple[Any, int]] = [(extra, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > MAX_NESTING:
+                return _TOO_DEEP
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, int) and not low <= item <= high:
+            return "invalid event: Integer value out of range"
+    return None
+
+
 def _customer_id_of(raw: bytes | str) -> str | None:
     try:
         value = _raw_decoder.decode(raw).get("customer_id")
-    except (msgspec.DecodeError, UnicodeError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     return value if isinstance(value, str) and 0 < len(value) <= 128 else None
 

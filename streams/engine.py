@@ -109,6 +109,7 @@ class Engine:
                 reason = "malformed_json" if exc.reason.startswith("malformed") else "invalid_event"
                 self._dead(out, record, reason, exc.reason, exc.customer_id, "unknown")
                 continue
+            state: CustomerState | None = None
             try:
                 now = event.ts.timestamp()
                 if now > self.newest:
@@ -120,6 +121,8 @@ class Engine:
                     result = rules.apply(state, event, on_error, now)
                 self.states.mark(event.customer_id)
             except Exception as exc:  # one bad event must not stop the stream
+                if state is not None:  # it may be changed in part: store it as cached, so
+                    self.states.mark(event.customer_id)  # a restart sees what the cache saw
                 error = f"processing error: {type(exc).__name__}: {exc}"
                 self._dead(out, record, "processing_error", error, event.customer_id, event.type)
                 continue
