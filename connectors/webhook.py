@@ -15,9 +15,10 @@ What a caller may rely on:
   credentials or query string. A record is never dropped silently.
 - After `breaker_threshold` consecutive failures the endpoint's circuit opens for
   `breaker_reset_s`; records wait instead of hammering it. While the circuit is open the
-  endpoint is down as a whole, and a record that has used its attempts waits for it (up to
-  `max_outage_s`) instead of being dead-lettered: an outage delays actions, it does not
-  turn them into dead letters.
+  endpoint is down as a whole, and a record that has used its attempts waits for it
+  instead of being dead-lettered: an outage delays actions, it does not turn them into dead
+  letters. Once the endpoint has been down for `max_outage_s`, records go to the
+  dead-letter sink without waiting, until a probe (one every `breaker_reset_s`) succeeds.
 - Every request carries `X-CRM-Timestamp` (unix seconds) and
   `X-CRM-Signature: v1=<hex HMAC-SHA256 of "<timestamp>." + body>`; receivers check it
   with `verify`, which also rejects stale timestamps (replays).
@@ -112,8 +113,8 @@ class WebhookConfig(BaseModel):
     max_outage_s: float = Field(
         3600.0,
         ge=0,
-        description="Longest a record waits for an endpoint whose circuit is open before it "
-        "is dead-lettered.",
+        description="After the endpoint has been down (circuit open) this long, records go "
+        "to the dead-letter sink without waiting, until it answers again.",
     )
 
     _secret: SecretStr = PrivateAttr()
@@ -297,6 +298,7 @@ class WebhookDelivery:
         self.delivered = 0
         self.dead_lettered = 0
         self.retries = 0
+        self._down_since: float | None = None  # the circuit first opened (since a success)
 
     @property
     def circuit_open(self) -> bool:
@@ -330,36 +332,42 @@ class WebhookDelivery:
         cfg = self._config
         outcome = _Outcome(False, True, "not attempted")
         attempts = 0
-        outage_s = 0.0
-        while attempts < cfg.max_attempts or self.circuit_open:
+        while True:
             while (wait := self.breaker.wait_s()) > 0:
-                if attempts >= cfg.max_attempts and outage_s + wait > cfg.max_outage_s:
-                    outcome = _Outcome(
-                        False, True, f"{outcome.reason}; endpoint down over {cfg.max_outage_s:g}s"
-                    )
-                    self._send_to_dead_letter(record, outcome.reason, attempts)
+                if self._down_s() + wait > cfg.max_outage_s:  # down too long: stop waiting
+                    down = f"endpoint down over {cfg.max_outage_s:g}s"
+                    reason = f"{outcome.reason}; {down}" if attempts else down
+                    self._send_to_dead_letter(record, reason, attempts)
                     return
                 await asyncio.sleep(wait)
-                if attempts >= cfg.max_attempts:
-                    outage_s += wait
             if self._bucket is not None and (wait := self._bucket.reserve()) > 0:
                 await asyncio.sleep(wait)
             attempts += 1
             outcome = await self._attempt(record)
             if outcome.delivered:
                 self.breaker.record_success()
+                self._down_since = None
                 self.delivered += 1
                 return
             if not outcome.retryable:
                 break
             self.breaker.record_failure()
             self.retries += 1
-            if attempts < cfg.max_attempts:
-                delay = self._backoff_s(attempts)
-                if outcome.retry_after_s is not None:
-                    delay = min(outcome.retry_after_s, cfg.retry_after_max_s)
-                await asyncio.sleep(delay)
+            if self.circuit_open:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                continue  # the endpoint is down: wait for it, attempts used or not
+            if attempts >= cfg.max_attempts:
+                break
+            delay = self._backoff_s(attempts)
+            if outcome.retry_after_s is not None:
+                delay = min(outcome.retry_after_s, cfg.retry_after_max_s)
+            await asyncio.sleep(delay)
         self._send_to_dead_letter(record, outcome.reason, attempts)
+
+    def _down_s(self) -> float:
+        """How long the endpoint has been down (its circuit open since), 0 if it is up."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
     async def _attempt(self, record: bytes) -> _Outcome:
         cfg = self._config

@@ -7,8 +7,10 @@ or dead endpoint holds back only its own group, and Kafka's log is its buffer: w
 endpoint is down, nothing piles up in memory; the connector's lag grows and is worked off
 when it returns, while the other connectors keep going.
 
-Per connector, one batch (at most `batch_size` actions) is in flight at a time. While it is,
-the consumer is paused (and still polled, so it keeps its group membership). Offsets are
+Per connector, one batch (at most `batch_size` actions) is in flight at a time. The loop
+waits for it up to `quick_s` (2 s) while the consumer keeps prefetching; a batch that takes
+longer (an endpoint down) pauses the consumer, which is then polled, so it keeps its group
+membership. Offsets are
 committed only after the batch is delivered, dead-lettered or held: delivery is at least
 once. After a crash or a rebalance a batch may be delivered again with the same
 `action_id` (the webhook's `Idempotency-Key`). A sink that fails (`SinkError`: a Kafka
@@ -77,12 +79,15 @@ class ConnectorLoop:
         *,
         batch_size: int,
         retry_s: float = 1.0,
+        quick_s: float = 2.0,
     ) -> None:
         self.dispatch = dispatch
         self.settings = settings
         self.stop = stop
         self.batch_size = batch_size
         self.retry_s = retry_s
+        self.quick_s = quick_s  # a batch taking longer pauses the consumer
+        self.paused = False
         self.job: _Job | None = None
         self.failed: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"deliver-{dispatch.name}")
@@ -146,11 +151,19 @@ class ConnectorLoop:
             self._commit(commit)
             return
         job = self.job = _Job(batch, commit, first)
-        self.consumer.pause(self.consumer.assignment())
         job.thread = threading.Thread(
             target=self._send, args=(job,), name=f"send-{self.dispatch.name}", daemon=True
         )
         job.thread.start()
+        if job.done.wait(self.quick_s):  # the usual case: the consumer keeps prefetching
+            self.job = None
+            self._finish(job)
+            return
+        # A slow batch (an endpoint down, retries): pause, and poll to stay in the group.
+        # Not for every batch: librdkafka drops what it prefetched on pause and fetches
+        # again about a second after resume, which capped delivery at one batch a second.
+        self.consumer.pause(self.consumer.assignment())
+        self.paused = True
 
     def _send(self, job: _Job) -> None:
         try:
@@ -167,6 +180,14 @@ class ConnectorLoop:
         if not job.done.is_set():
             return
         self.job = None
+        try:
+            self._finish(job)
+        finally:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    def _finish(self, job: _Job) -> None:
+        """Commits a delivered batch; rewinds to a failed one, to send it again."""
         if job.error is None:
             self._commit(job.commit)
         elif isinstance(job.error, SinkError):
@@ -180,7 +201,6 @@ class ConnectorLoop:
             self.stop.wait(self.retry_s)
         else:
             raise job.error
-        self.consumer.resume(self.consumer.assignment())
 
     def _put_back(self, message: Message) -> None:
         """A record from a partition assigned while a batch was in flight: read it again
