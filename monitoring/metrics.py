@@ -19,7 +19,8 @@ class Observer(Protocol):
         """One input event: outcome is processed, duplicate or dead_letter."""
 
     def dead_letter(self, reason: str) -> None:
-        """One dead letter: malformed_json, invalid_event or processing_error."""
+        """One dead letter: malformed_json, invalid_event, processing_error or (the worker)
+        output_too_large."""
 
     def decision(self, pack: str, rule: str, outcome: str, reason: str | None) -> None: ...
 

@@ -18,12 +18,18 @@ records (exactly-once); a commit always waits for the batch in progress. Records
 waiting in the merger are not acked, so a crash or a rebalance never loses them.
 
 No exception from one event reaches Faust (which would ack and drop the message): the
-Engine turns it into a dead letter. A failure to deliver to Kafka stops the worker.
+Engine turns it into a dead letter. An output over its topic's size limit becomes a small
+`output_too_large` dead letter that says where its input is (`SizeLimits`). With
+at_least_once, outputs Kafka cannot take now (a topic missing, the broker away) are sent again
+with backoff, saying what is wrong, and nothing is acked meanwhile; with exactly_once a failed
+delivery aborts the open transactions and stops the worker (a restart resumes from the last
+committed transaction). Any other failure to deliver stops the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import shutil
@@ -31,7 +37,7 @@ import sys
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +45,19 @@ from typing import Any
 
 import faust
 import msgspec
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnknownTopicOrPartitionError,
+)
+from aiokafka.record.default_records import (  # type: ignore[import-untyped]
+    DefaultRecordBatchBuilder,
+)
 from confluent_kafka import KafkaException
+from faust.exceptions import ProducerSendError
 from faust.streams import Stream, _current_event
 from faust.types import TP, EventT, StreamT
 
@@ -49,7 +67,7 @@ from state.store import StateCache
 from streams.engine import BatchOutput, Engine, Record
 from streams.merge import EventTimeMerger, Released
 from streams.settings import STATE_TABLE, Settings
-from streams.topics import wait_for_kafka
+from streams.topics import admin_client, wait_for_kafka
 
 log = logging.getLogger("crm_triggers.worker")
 
@@ -70,7 +88,8 @@ def event_time(raw: bytes) -> float:
         ts = _ts_decoder.decode(raw).ts
         if ts is not None:
             return datetime.fromisoformat(ts).timestamp()
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
+    # RecursionError: JSON nested deeper than msgspec can follow (it becomes a dead letter)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError):
         pass
     return -math.inf
 
@@ -90,6 +109,178 @@ class Input:
     value: bytes
     generation: int | None
     event: EventT[Any] | None = None
+
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""Kafka's default `message.max.bytes`: a topic's limit when it cannot be read."""
+MAX_REQUEST_SIZE = 1_000_000
+"""The producer's `max_request_size` (Faust's default): no record can be larger."""
+MAX_BATCH_SIZE = 16_384
+"""The producer's batch size (Faust's default): a record batch of several records is at
+most this big. Batches for a topic with a smaller limit are kept under it (`Worker._send`)."""
+RECORD_HEADROOM = 100
+"""Bytes a record batch of one record adds to its key and value, at most (aiokafka's own
+estimate adds 85 to 95): outputs within it of their limit are measured exactly."""
+BATCH_HEADER = 61
+"""Bytes of a record batch's header."""
+RECORD_FRAMING = 32
+"""Bytes a record adds to its key and value in a record batch, at most."""
+
+
+class SizeLimits:
+    """The largest record batch each topic the worker writes accepts: its `max.message.bytes`
+    (read from Kafka at start, and again when Kafka refuses a record as too large or a
+    missing topic is back), at most the producer's `max_request_size`.
+
+    The hot path only compares `len(key) + len(value)` with `fits[topic]`; an output over
+    it is measured exactly (`too_large`). Topics not read have Kafka's default limit.
+    `small` holds the topics whose limit is below the producer's batch size.
+    """
+
+    def __init__(self, topics: Iterable[str], max_request_size: int = MAX_REQUEST_SIZE) -> None:
+        self.max_request_size = max_request_size
+        self.limit: dict[str, int] = {}
+        self.fits: dict[str, int] = {}
+        self.small: dict[str, int] = {}
+        self.set(dict.fromkeys(topics, DEFAULT_MAX_MESSAGE_BYTES))
+
+    @classmethod
+    def of_settings(cls, settings: Settings) -> SizeLimits:
+        """Kafka's default limit for every topic the worker writes (outputs, changelog)."""
+        return cls([*settings.topics.outputs(), settings.changelog_topic()])
+
+    def set(self, limits: Mapping[str, int]) -> None:
+        for topic, limit in limits.items():
+            self.limit[topic] = min(limit, self.max_request_size)
+            self.fits[topic] = self.limit[topic] - RECORD_HEADROOM
+        self.small = {t: limit for t, limit in self.limit.items() if limit < MAX_BATCH_SIZE}
+
+    def of(self, topic: str) -> int:
+        return self.limit.get(topic, min(DEFAULT_MAX_MESSAGE_BYTES, self.max_request_size))
+
+    def too_large(self, topic: str, key: bytes | None, value: bytes | None) -> tuple[int, int]:
+        """(size, limit) of the record: its record batch's size in bytes, as aiokafka
+        estimates it (never less than Kafka counts), and its topic's limit."""
+        size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+        return size, self.of(topic)
+
+    def read(self, settings: Settings, timeout: float = 15.0) -> list[str]:
+        """Read `max.message.bytes` of the topics from Kafka (blocking: not on the event
+        loop). Returns the problems met; a topic not read keeps the limit it had."""
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]
+            ConfigResource,
+            ResourceType,
+        )
+
+        problems: list[str] = []
+        resources = [ConfigResource(ResourceType.TOPIC, t) for t in self.limit]
+        admin = admin_client(settings)  # kept until the answers are in (or they never come)
+        try:
+            futures = admin.describe_configs(resources, request_timeout=timeout)
+        except KafkaException as exc:
+            return [f"cannot read the topics' max.message.bytes: {exc.args[0]}"]
+        read: dict[str, int] = {}
+        for resource, future in futures.items():
+            try:
+                entry = future.result(timeout=timeout).get("max.message.bytes")
+                if entry is not None and entry.value is not None:
+                    read[resource.name] = int(entry.value)
+            except (KafkaException, ValueError, TimeoutError) as exc:
+                problems.append(f"cannot read max.message.bytes of {resource.name}: {exc}")
+        self.set(read)
+        return problems
+
+
+class OutputTooLarge(msgspec.Struct, kw_only=True):
+    """The dead letter that replaces an output over its topic's size limit: which output,
+    how big, and where its input is (`origin`, `topic`/`partition`/`offset`; the input is
+    still in Kafka, so nothing is lost). The first fields are those of every dead letter."""
+
+    reason: str = "output_too_large"
+    error: str
+    origin: str | None
+    customer_id: str | None
+    raw: str | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    output: str  # action, decision or dead_letter
+    output_topic: str
+    size: int
+    limit: int
+    event_id: str | None = None
+    pack: str | None = None
+    rule_id: str | None = None
+    action_id: str | None = None
+    dead_letter_reason: str | None = None  # what the dead letter replaced said
+
+
+class _OutputIds(msgspec.Struct):
+    """What an oversize output says about itself (actions, decisions and dead letters)."""
+
+    event_id: str | None = None
+    customer_id: str | None = None
+    pack: str | None = None
+    rule_id: str | None = None
+    action_id: str | None = None
+    reason: str | None = None
+    origin: str | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+class _EventId(msgspec.Struct):
+    event_id: Any = None
+
+
+_ids_decoder = msgspec.json.Decoder(_OutputIds)
+_event_id_decoder = msgspec.json.Decoder(_EventId)
+
+STALL_REPORT = 5.0
+"""Seconds a delivery may take before the worker says it waits, and why."""
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+"""What Kafka (or aiokafka, before sending) says of a record, or of the batch it went in,
+over the size limit."""
+
+
+def retriable(error: BaseException) -> bool:
+    """An error that may pass: a topic or leader missing, the broker away, a timeout."""
+    return isinstance(error, KafkaError) and (
+        error.retriable or isinstance(error, KafkaTimeoutError)
+    )
+
+
+class DeliveryError(RuntimeError):
+    """Kafka did not take a batch's records and the worker cannot go on past the batch."""
+
+
+class _Throttle(logging.Filter):
+    """Lets a message through once per `every` seconds. aiokafka logs 'Topic X not found
+    in cluster metadata' at each metadata refresh, thousands of times a second while a
+    batch waits for a deleted topic; the worker says what is wrong itself."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[tuple[str, Any], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or "not found in cluster metadata" not in record.msg:
+            return True
+        key = (record.msg, record.args)
+        now = time.monotonic()
+        if now - self.last.get(key, -math.inf) < self.every:
+            return False
+        self.last[key] = now
+        return True
+
+
+def _quiet_aiokafka() -> None:
+    cluster = logging.getLogger("aiokafka.cluster")
+    if not any(isinstance(f, _Throttle) for f in cluster.filters):
+        cluster.addFilter(_Throttle())
 
 
 class Refetcher:
@@ -232,12 +423,26 @@ class TableStore:
 class Worker:
     """Wires settings, rules and observer into a Faust app."""
 
-    def __init__(self, settings: Settings, rules: RuleSet, observer: PrometheusObserver) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RuleSet,
+        observer: PrometheusObserver,
+        limits: SizeLimits | None = None,
+    ) -> None:
         self.settings = settings
         self.rules = rules
         self.observer = observer
         self.exactly_once = settings.processing_guarantee == "exactly_once"
+        # the size limits of the topics it writes (read from Kafka by run_worker; Kafka's
+        # default for a topic not read)
+        self.limits = limits if limits is not None else SizeLimits.of_settings(settings)
         self.app = build_app(settings)
+        # The failure that made the worker give a batch up: from then on it processes
+        # nothing more and stops; with exactly_once it commits nothing more (see _give_up).
+        self.failed: BaseException | None = None
+        self._admin: Any = None
+        _quiet_aiokafka()
         self.table = self.app.Table(
             STATE_TABLE,
             partitions=settings.partitions,
@@ -295,6 +500,8 @@ class Worker:
 
         async def commit_between_batches(*args: Any, **kwargs: Any) -> bool:
             async with self.lock:
+                if self.failed is not None and self.exactly_once:  # a failed batch is in
+                    return False  # the open transactions: they must never commit
                 done: bool = await commit(*args, **kwargs)
                 return done
 
@@ -325,6 +532,8 @@ class Worker:
 
     async def _step(self, events: Sequence[EventT[Any]]) -> None:
         async with self.lock:
+            if self.failed is not None:  # a batch was given up: the worker stops
+                return
             fetched: dict[tuple[str, int], float | None] = {}
             for event in events:
                 message = event.message
@@ -450,6 +659,7 @@ class Worker:
                 by_partition[r.partition].append(r)
         outputs: list[Message] = []
         tids: dict[int, str | None] = {}
+        fits = self.limits.fits
         for partition, partition_records in by_partition.items():
             inputs = [r.item for r in partition_records]
             tid = tids[partition] = self._transactional_id(inputs[0])
@@ -472,7 +682,11 @@ class Worker:
                 out = self.engine.process(records, flush=False)
             finally:
                 _current_event.reset(token)
-            outputs.extend((*m, None, tid) for m in self._outputs(out))
+            for topic, key, value in self._outputs(out):
+                if len(value) + (len(key) if key else 0) > fits[topic]:
+                    # rarely: near or over the topic's limit; measured exactly
+                    topic, key, value = self._fit(topic, key, value, inputs)
+                outputs.append((topic, key, value, None, tid))
             late = sum(1 for r in partition_records if r.late)
             if late:
                 self.observer.late_events(late)
@@ -480,9 +694,15 @@ class Worker:
         # crash in between, the events run again and resend the same action ids
         # (at-least-once) rather than being skipped as already seen. One round trip for
         # the outputs of every partition of the batch, one for their changelog records.
-        await self._deliver(outputs)
-        self.engine.states.flush()  # into the local store; changelog records kept
-        await self._send_changelog(tids)
+        try:
+            await self._deliver(outputs, released)
+            self.engine.states.flush()  # into the local store; changelog records kept
+            await self._send_changelog(tids)
+        except BaseException as exc:  # not acked: the batch runs again at the next start
+            await self._give_up(tids.values(), exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
         assert self.stream is not None
         consumer: Any = self.app.consumer
         for partition_records in by_partition.values():
@@ -502,16 +722,367 @@ class Worker:
         for value, maybe_key in zip(out.dead_letters, out.dead_letter_keys, strict=True):
             yield t.dlq, (maybe_key.encode() if maybe_key else None), value
 
-    async def _deliver(self, messages: Iterable[Message]) -> list[Any]:
+    def _fit(
+        self, topic: str, key: bytes | None, value: bytes, inputs: Iterable[Input]
+    ) -> tuple[str, bytes | None, bytes]:
+        """The output as it is if its topic takes it, else its `output_too_large` dead letter."""
+        size, limit = self.limits.too_large(topic, key, value)
+        if size <= limit:
+            return topic, key, value
+        return self._too_large(topic, key, value, size, limit, inputs, refused=False)
+
+    def _too_large(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        size: int,
+        limit: int,
+        inputs: Iterable[Input],
+        *,
+        refused: bool,
+    ) -> tuple[str, bytes | None, bytes]:
+        """The small dead letter that replaces an output too large for its topic: which output
+        it was and where its input is (found in the batch by event id)."""
+        t = self.settings.topics
+        kind = {t.offers: "action", t.alerts: "action", t.decisions: "decision"}.get(
+            topic, "dead_letter"
+        )
+        try:
+            ids = _ids_decoder.decode(value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            ids = _OutputIds()
+        origin, source, partition, offset = ids.origin, ids.topic, ids.partition, ids.offset
+        if kind != "dead_letter":  # an action or decision: its event's input record
+            origin = source = partition = offset = None
+            for i in inputs:
+                try:
+                    found = _event_id_decoder.decode(i.value).event_id == ids.event_id
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    found = False
+                if found and ids.event_id is not None:
+                    origin = f"{i.topic}/{i.partition}@{i.offset}"
+                    source, partition, offset = i.topic, i.partition, i.offset
+                    break
+        how = "refused by Kafka as too large" if refused else "over the topic's limit"
+        error = (
+            f"{kind} of {size} bytes for {topic}: {how} (max.message.bytes {limit}); "
+            f"the input is at {origin}"
+        )
+        letter = OutputTooLarge(
+            error=error,
+            origin=origin,
+            customer_id=ids.customer_id,
+            topic=source,
+            partition=partition,
+            offset=offset,
+            output=kind,
+            output_topic=topic,
+            size=size,
+            limit=limit,
+            event_id=ids.event_id,
+            pack=ids.pack,
+            rule_id=ids.rule_id,
+            action_id=ids.action_id,
+            dead_letter_reason=ids.reason if kind == "dead_letter" else None,
+        )
+        log.warning("output too large: %s; sent to %s as output_too_large", error, t.dlq)
+        self.observer.dead_letter("output_too_large")
+        return t.dlq, key, msgspec.json.encode(letter)
+
+    async def _deliver(
+        self, messages: Sequence[Message], batch: Sequence[Released[Input]] | None = None
+    ) -> list[Any]:
         """Send and wait until Kafka has every message (each inside its transaction, if
-        any); the record metadata, in order. A failure raises: nothing is acked then."""
+        any); the record metadata, in order. Nothing is acked before this returns.
+
+        With at_least_once, outputs (`batch`: the input records they came from) that Kafka
+        refuses as too large become `output_too_large` dead letters (a record refused in a
+        batch of several is first sent again alone), and records Kafka cannot take now (a
+        topic missing, a leader or the broker away, a timeout) are sent again with backoff
+        until it has them, saying what is wrong. With exactly_once any failure raises
+        (`_process` then abandons the transactions). Other failures raise DeliveryError.
+        """
+        if not messages:
+            return []
+        messages = list(messages)
+        results: list[Any] = [None] * len(messages)
+        todo = list(range(len(messages)))
+        alone: set[int] = set()  # refused as too large with others: sent by itself next
+        replaced: set[int] = set()  # now the output_too_large dead letter of an output
+        delay = 1.0
+        began, troubled = time.monotonic(), False
+        while todo:
+            sending = [messages[i] for i in todo]
+            singly = {n for n, i in enumerate(todo) if i in alone} if alone else set()
+            outcome, stalled = await self._watch(self._send(sending, singly), sending)
+            troubled = troubled or stalled
+            again: list[int] = []
+            refused: list[int] = []
+            errors: list[BaseException] = []
+            for i, result in zip(todo, outcome, strict=True):
+                if not isinstance(result, BaseException):
+                    results[i] = result
+                elif self.exactly_once:
+                    raise DeliveryError(
+                        f"Kafka did not take a record for {messages[i][0]}: {result!r}"
+                    ) from result
+                elif isinstance(result, TOO_LARGE) and batch is not None and i not in replaced:
+                    refused.append(i)
+                elif retriable(result):
+                    again.append(i)
+                    errors.append(result)
+                else:
+                    raise DeliveryError(
+                        f"Kafka refused a record for {messages[i][0]}: {result!r}"
+                    ) from result
+            if refused:
+                assert batch is not None
+                problems = await self._refresh_limits()
+                for i in refused:
+                    topic, key, value, partition, tid = messages[i]
+                    size, limit = self.limits.too_large(topic, key, value)
+                    if size <= limit and i not in alone:
+                        alone.add(i)  # maybe only the batch it went in was too large
+                    else:
+                        inputs = (r.item for r in batch)
+                        topic, key, value = self._too_large(
+                            topic, key, value, size, limit, inputs, refused=size <= limit
+                        )
+                        messages[i] = (topic, key, value, partition, tid)
+                        replaced.add(i)
+                        alone.discard(i)
+                    again.append(i)
+                for problem in problems:
+                    log.warning("%s", problem)
+            if errors:
+                topics = sorted({messages[i][0] for i in again})
+                log.error(
+                    "Kafka did not take %d records for %s (%r); sending them again in %.0f s; "
+                    "nothing after them is acknowledged until it has them",
+                    len(errors),
+                    ", ".join(topics),
+                    errors[0],
+                    delay,
+                )
+                await self._pause(delay)
+                delay = min(delay * 2, 30.0)
+                troubled = True
+            todo = sorted(again)
+        if troubled:
+            waited = time.monotonic() - began
+            log.warning("delivery resumed: Kafka has the batch's records after %.0f s", waited)
+            for problem in await self._refresh_limits():  # a topic created again may differ
+                log.warning("%s", problem)
+        return results
+
+    async def _send(self, messages: Sequence[Message], alone: set[int]) -> list[Any]:
+        """Send the messages and wait for Kafka's answers: per message its record metadata
+        or the error. Those at the positions in `alone` go last, one at a time (each in a
+        record batch of its own). After a topic's send fails, its other messages are not
+        tried (aiokafka would wait for its metadata again each time).
+
+        Kafka refuses a whole record batch over the topic's limit, and aiokafka does not
+        split it as Java clients do: for a topic whose limit is below the producer's batch
+        size, a message that would take the records sent to it past the limit waits until
+        Kafka has those (their batches are then closed)."""
         producer: Any = self.app.producer
         await producer.maybe_start()
-        pending = [
-            await producer.send(topic, key, value, partition, None, None, transactional_id=tid)
-            for topic, key, value, partition, tid in messages
+        pending: list[Any] = []
+        failed: dict[str, BaseException] = {}
+        small = self.limits.small
+        batched: dict[str, tuple[int, list[Any]]] = {}  # small-limit topic: bytes, futures
+        loop = asyncio.get_running_loop()
+        try:
+            for n, (topic, key, value, partition, tid) in enumerate(messages):
+                error = failed.get(topic)
+                if error is None and n not in alone:
+                    if topic in small:  # rarely: a topic with a limit below the batch size
+                        size = len(value or b"") + len(key or b"") + RECORD_FRAMING
+                        used, sent = batched.get(topic, (BATCH_HEADER, []))
+                        if sent and used + size > small[topic]:
+                            await asyncio.wait(sent)
+                            used, sent = BATCH_HEADER, []
+                        batched[topic] = (used + size, sent)
+                    try:
+                        pending.append(
+                            await producer.send(
+                                topic, key, value, partition, None, None, transactional_id=tid
+                            )
+                        )
+                        if topic in small:
+                            batched[topic][1].append(pending[-1])
+                        continue
+                    except ProducerSendError as exc:
+                        error = exc.__cause__ or exc
+                        if not isinstance(error, TOO_LARGE):
+                            failed[topic] = error
+                future = loop.create_future()
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(None)  # sent below
+                pending.append(future)
+            results: list[Any] = list(await asyncio.gather(*pending, return_exceptions=True))
+        except asyncio.CancelledError:  # given up: so are the answers still to come
+            for future in pending:
+                if not future.cancel() and not future.cancelled():
+                    future.exception()  # already answered: taken, so never reported
+            raise
+        for n in sorted(alone):
+            topic, key, value, partition, tid = messages[n]
+            try:
+                answer = await producer.send(
+                    topic, key, value, partition, None, None, transactional_id=tid
+                )
+                results[n] = await answer
+            except ProducerSendError as exc:
+                results[n] = exc.__cause__ or exc
+            except KafkaError as exc:
+                results[n] = exc
+        return results
+
+    async def _watch(
+        self, sending: Coroutine[Any, Any, list[Any]], messages: Sequence[Message]
+    ) -> tuple[list[Any], bool]:
+        """Await `sending`, and whether it took long; while it does, say why (`_stalled`).
+        When the worker is stopping, give up (nothing of the batch is acked)."""
+        task = asyncio.ensure_future(sending)
+        started = time.monotonic()
+        report = STALL_REPORT
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=1.0)
+                if done:
+                    break
+                if self.app.should_stop:
+                    raise DeliveryError(
+                        f"stopping with {len(messages)} records of a batch not confirmed by "
+                        "Kafka: the batch is not acknowledged and runs again at the next start"
+                    )
+                waited = time.monotonic() - started
+                if waited >= report:
+                    report = waited + min(report * 2, 60.0)
+                    await self._stalled(messages, waited)
+        finally:
+            if not task.done():
+                task.cancel()
+        return task.result(), report > STALL_REPORT
+
+    async def _stalled(self, messages: Sequence[Message], waited: float) -> None:
+        """Say why Kafka has not confirmed the records yet. A topic missing: with
+        exactly_once, raise (the open transaction cannot wait for it: see _give_up); with
+        at_least_once, fail its records aiokafka queues (it would refresh metadata in a
+        tight loop, a core busy, until they expire): `_deliver` sends them again, with
+        backoff, and aiokafka then waits for the topic's metadata at 10 requests a second."""
+        topics = sorted({m[0] for m in messages})
+        missing = await asyncio.to_thread(self._missing_topics, topics)
+        if missing is None:
+            log.warning(
+                "Kafka has not confirmed %d records for %.0f s and does not answer; waiting",
+                len(messages),
+                waited,
+            )
+        elif missing:
+            names = ", ".join(missing)
+            if self.exactly_once:
+                raise DeliveryError(
+                    f"topic {names} does not exist: with exactly_once the worker cannot wait "
+                    "for it inside the open transaction"
+                )
+            log.error(
+                "topic %s does not exist (deleted?): %d records of this batch wait for it "
+                "(%.0f s so far); nothing after them is acknowledged; delivery resumes once "
+                "it exists again (`crm-triggers topics create` creates it)",
+                names,
+                sum(1 for m in messages if m[0] in missing),
+                waited,
+            )
+            self._fail_pending(UnknownTopicOrPartitionError(), missing)
+        else:
+            log.warning(
+                "Kafka has not confirmed %d records for %.0f s; waiting", len(messages), waited
+            )
+
+    def _missing_topics(self, topics: Sequence[str]) -> list[str] | None:
+        """Which of `topics` do not exist (blocking: run off the event loop); None if Kafka
+        does not answer."""
+        if self._admin is None:
+            self._admin = admin_client(self.settings)
+        try:
+            existing = self._admin.list_topics(timeout=5).topics
+        except KafkaException:
+            return None
+        return [t for t in topics if t not in existing]
+
+    async def _refresh_limits(self) -> list[str]:
+        problems: list[str] = await asyncio.to_thread(self.limits.read, self.settings)
+        return problems
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before sending again; raise if the worker stops meanwhile."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            if self.app.should_stop:
+                raise DeliveryError("stopping before Kafka took a batch: it is not acknowledged")
+            await asyncio.sleep(min(1.0, until - time.monotonic()))
+
+    def _fail_pending(self, reason: BaseException, topics: Iterable[str] | None = None) -> None:
+        """Fail the record batches the producers still queue (for `topics`, or all), once
+        the worker gives their batch up, or while a topic is missing. Otherwise aiokafka
+        waits for them, up to the producer's request timeout (20 minutes), also when it
+        stops: a batch for a deleted topic waits for a leader that does not come. Each is
+        taken off the queue as aiokafka does with a batch that expired without a leader
+        (failing it in place breaks aiokafka's bookkeeping)."""
+        only = None if topics is None else set(topics)
+        producer: Any = self.app.producer
+        clients = [
+            getattr(producer, "_producer", None),
+            *getattr(producer, "_transaction_producers", {}).values(),
         ]
-        return list(await asyncio.gather(*pending)) if pending else []
+        for client in clients:
+            accumulator = getattr(client, "_message_accumulator", None)
+            queued = getattr(accumulator, "_batches", None)
+            if accumulator is None or queued is None:
+                continue
+            with contextlib.suppress(Exception):  # best effort: the worker stops anyway
+                for tp in list(queued):
+                    while queued.get(tp) and (only is None or tp.topic in only):
+                        accumulator._pop_batch(tp).failure(exception=reason)
+
+    async def _give_up(self, tids: Iterable[str | None], exc: BaseException) -> None:
+        """The batch failed part-way: it is not acked, so it runs again at the next start.
+        The worker processes nothing more (a later batch would store the state this one
+        left in memory) and stops, with exit code 1 unless it was stopping anyway (an
+        agent's own crash only restarts the agent).
+
+        With exactly_once the open transactions must not commit: aiokafka commits one that
+        lacks a refused record, and after a refusal the next record of that partition fails
+        (sequence numbers). Every commit is refused from now on and the batch's
+        transactions are aborted (best effort: one waiting for a deleted topic cannot end;
+        Kafka aborts it when the restarted worker takes its transactional id over). The
+        restarted worker goes on from the last committed transaction, with state restored
+        from the changelog (no clean shutdown is recorded)."""
+        if self.failed is not None:
+            return
+        self.failed = exc
+        self._fail_pending(exc)
+        stopping = self.app.should_stop
+        if self.exactly_once:
+            log.error(
+                "exactly_once: a batch could not be delivered (%s); its transactions are "
+                "aborted and the worker stops: restarted, it resumes from the last committed "
+                "transaction",
+                exc,
+            )
+            producer: Any = self.app.producer
+            aborts = [producer.abort_transaction(t) for t in sorted({t for t in tids if t})]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*aborts, return_exceptions=True), 5)
+        elif not stopping:
+            log.error("a batch could not be delivered (%s); the worker stops", exc)
+        if not stopping:
+            await self.app.crash(exc)
 
     async def _send_changelog(self, tids: Mapping[int, str | None]) -> None:
         """The state changes of the batch to the table's changelog (partition p's to
@@ -520,9 +1091,11 @@ class Worker:
         changes, self.store.changes = self.store.changes, defaultdict(list)
         topic = self.table.changelog_topic.get_topic_name()
         sent = await self._deliver(
-            (topic, k, v, partition, tids.get(partition))
-            for partition, writes in changes.items()
-            for k, v in writes
+            [
+                (topic, k, v, partition, tids.get(partition))
+                for partition, writes in changes.items()
+                for k, v in writes
+            ]
         )
         last: dict[Any, int] = {}
         for m in sent:
@@ -555,6 +1128,8 @@ def build_app(settings: Settings) -> faust.App:
         "processing_guarantee": settings.processing_guarantee,
         "web_enabled": False,
         "producer_acks": -1,
+        "producer_max_batch_size": MAX_BATCH_SIZE,
+        "producer_max_request_size": MAX_REQUEST_SIZE,
         "consumer_auto_offset_reset": "earliest",
         "stream_wait_empty": False,
         "broker_commit_interval": 1.0,
@@ -599,18 +1174,24 @@ def run_worker(settings: Settings, rules: RuleSet) -> int:
         print(f"crm-triggers worker: {message}", file=sys.stderr, flush=True)
 
     wait_for_kafka(settings, say)
+    limits = SizeLimits.of_settings(settings)
+    for problem in limits.read(settings):  # Kafka's default limit for those topics
+        say(f"{problem}; assuming Kafka's default ({DEFAULT_MAX_MESSAGE_BYTES} bytes)")
     observer = PrometheusObserver()
     if settings.web_port:
         start_http_server(settings.web_port, registry=observer.registry)
         log.info("metrics on http://0.0.0.0:%d/metrics", settings.web_port)
-    worker = Worker(settings, rules, observer)
+    worker = Worker(settings, rules, observer, limits)
     clean = CleanShutdown(Path(worker.app.conf.tabledir), enabled=worker.exactly_once)
     clean.check(say)
-    faust_worker = faust.Worker(worker.app, loglevel="INFO", quiet=True)
+    faust_worker = faust.Worker(
+        worker.app, loglevel="INFO", quiet=True, override_logging=False
+    )  # our JSON handler (monitoring/logs.py) stays: Faust would replace it
     try:
         faust_worker.execute_from_commandline()
     except SystemExit as exit:
-        if exit.code in (0, None) and worker.app.crash_reason is None:
+        failed = worker.failed  # a batch given up: with exactly_once, state not trusted
+        if exit.code in (0, None) and worker.app.crash_reason is None and failed is None:
             clean.mark()
         raise
     return 0
