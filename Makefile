@@ -34,7 +34,7 @@ format: setup
 # with its 1M-customer runs; see bench/README.md), then one table of all figures (bench.report):
 # printed, in bench/results/latest.json and at the top of BENCHMARKS.md. A failing step does
 # not stop the others; the report flags rows not refreshed by this run, and make fails at the end.
-BENCH_STEPS := replay_throughput scale worker_throughput naive_faust worker_latency quality
+BENCH_STEPS := replay_throughput scale worker_throughput naive_faust worker_latency quality webhook_outage
 
 bench: setup
 	@since=$$(date -u +%Y-%m-%dT%H:%M:%SZ); failed=""; \

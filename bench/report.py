@@ -44,6 +44,7 @@ SOURCES = {
     "latency": "latency.json",
     "latency_naive": "latency-naive.json",
     "quality": "quality.json",
+    "outage": "webhook_outage.json",
 }
 CORE_TARGET = 100_000  # events/s on one core (the issue's target)
 WORKER_TARGET = 5.0  # x the naive Faust baseline's events/s
@@ -58,6 +59,7 @@ ITEMS = {
     "5": "Memory",
     "6": "Recovery",
     "7": "Decision quality",
+    "8": "Webhook outage (issue 5)",
 }
 
 
@@ -372,6 +374,29 @@ def _quality(src: dict[str, dict[str, Any] | None]) -> list[Row]:
     return rows
 
 
+def _outage(src: dict[str, dict[str, Any] | None]) -> list[Row]:
+    o = src.get("outage")
+    minutes = _get(o, "config", "outage_s")
+    label = f"{minutes / 60:g}-minute webhook outage" if minutes else "webhook outage"
+    kib = _get(o, "rss_kb", "outage", "max"), _get(o, "rss_kb", "warmup_last_20s", "median")
+    checks = _get(o, "checks") or {}
+    lost = None
+    if checks:
+        lost = sum(checks.get(k, 0) for k in ("webhook_missing", "file_missing", "dead_letters"))
+    return [
+        Row("8", "outage.backlog", f"Backlog in Kafka after a {label}",
+            _get(o, "backlog_at_end_of_outage", "webhook_lag"), "actions", "outage"),
+        Row("8", "outage.rss_growth", f"Deliverer memory growth during a {label}",
+            None if None in kib else round((kib[0] - kib[1]) / 1024, 1), "MiB", "outage"),
+        Row("8", "outage.catchup_s", f"Catch-up time after a {label}",
+            _get(o, "catchup", "seconds"), "s", "outage"),
+        Row("8", "outage.catchup_rate", "Catch-up delivery rate (one webhook connector)",
+            _get(o, "catchup", "rate_per_s"), "actions/s", "outage"),
+        Row("8", "outage.lost", "Actions lost or dead-lettered by the outage",
+            lost, "actions", "outage", target="0", met=None if lost is None else lost == 0),
+    ]  # fmt: skip
+
+
 def _ratios(rows: list[Row], src: dict[str, dict[str, Any] | None]) -> None:
     by_id = {r.id: r for r in rows}
     naive, ceiling = by_id["naive.events_per_s"], by_id["ceiling.events_per_s"]
@@ -456,7 +481,14 @@ def _when(text: str) -> datetime:
 
 def build(src: dict[str, dict[str, Any] | None], since: str | None = None) -> dict[str, Any]:
     """The report: rows, the runs they come from, and their machines and commits."""
-    rows = [*_embedded(src), *_kafka(src), *_latency(src), *_scale(src), *_quality(src)]
+    rows = [
+        *_embedded(src),
+        *_kafka(src),
+        *_latency(src),
+        *_scale(src),
+        *_quality(src),
+        *_outage(src),
+    ]
     rows.sort(key=lambda r: r.item)  # stable: keeps the order within an item
     _ratios(rows, src)
     _provenance(rows, src, since)

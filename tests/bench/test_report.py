@@ -84,6 +84,15 @@ def sources(**overrides: Any) -> dict[str, dict[str, Any] | None]:
             },
             offers_summary={"violations": 0},
         ),
+        "outage": _run(
+            "python -m bench.webhook_outage",
+            days=None,
+            config={"outage_s": 600.0},
+            backlog_at_end_of_outage={"webhook_lag": 120_000},
+            rss_kb={"outage": {"max": 90_000}, "warmup_last_20s": {"median": 84_880}},
+            catchup={"seconds": 60.0, "rate_per_s": 5000.0},
+            checks={"webhook_missing": 0, "file_missing": 0, "dead_letters": 1},
+        ),
     }
     src.update(overrides)
     return src
@@ -91,6 +100,17 @@ def sources(**overrides: Any) -> dict[str, dict[str, Any] | None]:
 
 def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in report["rows"]}
+
+
+def test_the_webhook_outage_rows() -> None:
+    r = rows(build(sources()))
+    assert r["outage.backlog"]["value"] == 120_000
+    assert r["outage.rss_growth"]["value"] == 5.0  # MiB
+    assert r["outage.catchup_s"]["value"] == 60.0
+    assert r["outage.catchup_rate"]["value"] == 5000.0
+    assert "10-minute" in r["outage.catchup_s"]["figure"]
+    assert (r["outage.lost"]["value"], r["outage.lost"]["met"]) == (1, False)
+    assert rows(build(sources(outage=None)))["outage.lost"]["value"] is None
 
 
 def test_ratios_to_the_baseline_and_the_ceiling() -> None:
@@ -123,7 +143,7 @@ def test_targets_met_and_not_met() -> None:
     assert r["worker.latency.p99.r5000"]["met"] is True  # 20 ms < 25 ms
     assert r["worker.latency.p99.r1000"]["met"] is None  # no target there
     assert r["quality.offer_cap_breaches"]["met"] is True
-    assert report["targets"]["of"] == 7
+    assert report["targets"]["of"] == 8  # the outage: no action lost
 
     slow = sources(
         worker=_run("w", worker={"events_per_s": 9_000}, ceiling={"events_per_s": 1}),
