@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from connectors.base import Sink, SinkError
+from connectors.secrets import secret_from_file
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,7 @@ class KafkaSecurity(BaseModel):
             return self
         if self.sasl_password is not None:
             raise ValueError("set one of sasl_password and sasl_password_file, not both")
-        try:
-            value = self.sasl_password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read sasl_password_file: {exc.strerror}") from None
-        if not value:
-            raise ValueError("sasl_password_file is empty")
-        self.sasl_password = SecretStr(value)
+        self.sasl_password = secret_from_file(self.sasl_password_file, "sasl_password_file")
         return self
 
     def librdkafka(self) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from pydantic import (
 )
 
 from connectors.base import Sink
+from connectors.secrets import secret_from_file
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +136,10 @@ class WebhookConfig(BaseModel):
             value = os.environ.get(self.secret_env, "")
             if not value:
                 raise ValueError(f"environment variable {self.secret_env} is not set or empty")
+            self._secret = SecretStr(value)
         else:
             assert self.secret_file is not None
-            try:
-                value = self.secret_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read secret_file: {exc.strerror}") from None
-            if not value:
-                raise ValueError("secret_file is empty")
-        self._secret = SecretStr(value)
+            self._secret = secret_from_file(self.secret_file, "secret_file")
         return self
 
     @property
