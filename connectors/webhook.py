@@ -14,11 +14,14 @@ What a caller may rely on:
   JSON with the original record, the reason, the attempt count and the url without
   credentials or query string. A record is never dropped silently.
 - After `breaker_threshold` consecutive failures the endpoint's circuit opens for
-  `breaker_reset_s`; records wait instead of hammering it. While the circuit is open the
-  endpoint is down as a whole, and a record that has used its attempts waits for it
-  instead of being dead-lettered: an outage delays actions, it does not turn them into dead
-  letters. Once the endpoint has been down for `max_outage_s`, records go to the
-  dead-letter sink without waiting, until a probe (one every `breaker_reset_s`) succeeds.
+  `breaker_reset_s`; records wait instead of hammering it. When the failures say the
+  endpoint is unreachable (connection refused or timed out, 502/503/504) and the circuit is
+  open, the endpoint is down, and a record that has used its attempts waits for it instead
+  of being dead-lettered: an outage delays actions, it does not turn them into dead letters.
+  A record the endpoint answers with 500 or a read timeout every time (a poison record) is
+  dead-lettered after `max_attempts`. Once the endpoint has been down for `max_outage_s`,
+  records go to the dead-letter sink without waiting until it answers again (any HTTP
+  response ends the outage).
 - Every request carries `X-CRM-Timestamp` (unix seconds) and
   `X-CRM-Signature: v1=<hex HMAC-SHA256 of "<timestamp>." + body>`; receivers check it
   with `verify`, which also rejects stale timestamps (replays).
@@ -251,6 +254,10 @@ class _Outcome:
     retryable: bool
     reason: str
     retry_after_s: float | None = None
+    # the endpoint is unreachable (connection refused or timed out, 502/503/504): not about
+    # this record, so a record waits for it rather than using up its attempts
+    unavailable: bool = False
+    answered: bool = False  # the endpoint sent an HTTP response: it is up
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -340,16 +347,18 @@ class WebhookDelivery:
                 await asyncio.sleep(wait)
             attempts += 1
             outcome = await self._attempt(record)
+            if outcome.answered:  # whatever it said, the endpoint is up
+                self._down_since = None
             if outcome.delivered:
                 self.breaker.record_success()
-                self._down_since = None
                 self.delivered += 1
                 return
             if not outcome.retryable:
+                self.breaker.record_success()  # a final answer about this record
                 break
             self.breaker.record_failure()
             self.retries += 1
-            if self.circuit_open:
+            if outcome.unavailable and self.circuit_open:
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                 continue  # the endpoint is down: wait for it, attempts used or not
@@ -368,7 +377,7 @@ class WebhookDelivery:
     async def _attempt(self, record: bytes) -> _Outcome:
         cfg = self._config
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=cfg.verify_tls)
+            connector = aiohttp.TCPConnector(ssl=cfg.verify_tls, limit=cfg.concurrency)
             self._session = aiohttp.ClientSession(connector=connector)
         timestamp = int(time.time())
         headers = {
@@ -377,27 +386,35 @@ class WebhookDelivery:
             **_idempotency_key(record),
             SIGNATURE_HEADER: sign(cfg.signing_secret, timestamp, record),
         }
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=min(cfg.timeout_s, 10))
         try:
             async with self._session.post(
-                cfg.url,
-                data=record,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=cfg.timeout_s),
-                allow_redirects=False,
+                cfg.url, data=record, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
                 await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+        except aiohttp.ConnectionTimeoutError:
+            return _Outcome(False, True, "connect timeout", unavailable=True)
         except TimeoutError:
             return _Outcome(False, True, f"timeout after {cfg.timeout_s}s")
+        except aiohttp.ClientSSLError as exc:  # a certificate problem: not an outage
+            return _Outcome(False, True, f"connection error: {type(exc).__name__}")
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, unreachable
+            return _Outcome(
+                False, True, f"connection error: {type(exc).__name__}", unavailable=True
+            )
         except aiohttp.ClientError as exc:
             return _Outcome(False, True, f"connection error: {type(exc).__name__}")
         if 200 <= status < 300:
-            return _Outcome(True, False, "")
+            return _Outcome(True, False, "", answered=True)
         if status == 429 or status >= 500:
             honoured = _retry_after_s(retry_after) if status in (429, 503) else None
-            return _Outcome(False, True, f"http {status}", honoured)
-        return _Outcome(False, False, f"http {status}")
+            gateway = status in (502, 503, 504)  # a proxy answering for an endpoint that is not
+            return _Outcome(
+                False, True, f"http {status}", honoured, unavailable=gateway, answered=not gateway
+            )
+        return _Outcome(False, False, f"http {status}", answered=True)
 
     def _send_to_dead_letter(self, record: bytes, reason: str, attempts: int) -> None:
         letter: dict[str, Any] = {

@@ -47,6 +47,7 @@ class Endpoint:
     port: int = 0
     tls: tuple[Path, Path] | None = None  # certificate and key: serve https
     delay_s: float = 0.0  # every request takes this long (a slow endpoint)
+    poison: set[str] = field(default_factory=set)  # action ids always answered with 500
 
     def accepted_ids(self) -> list[str]:
         with self.lock:
@@ -76,6 +77,8 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             with endpoint.lock:
                 endpoint.received.append(body)
                 reply = endpoint.script.pop(0) if endpoint.script else Reply()
+                if endpoint.poison and json.loads(body).get("action_id") in endpoint.poison:
+                    reply = Reply(500)
                 if not signed:
                     endpoint.bad_signatures += 1
                     reply = Reply(401)

@@ -313,3 +313,24 @@ def test_tls_certificates_are_verified_by_default(self_signed: tuple[Path, Path]
         assert dead == [] and ep.accepted == records(1)
     finally:
         gen.close()
+
+
+def test_a_poison_record_is_dead_lettered_after_its_attempts_and_does_not_stall_the_rest(
+    endpoint_factory: Any,
+) -> None:
+    """The endpoint answers one record with 500 every time: its failures open the circuit,
+    but the endpoint is up (it answers), so the record is dead-lettered after max_attempts
+    and the records after it are delivered, none dead-lettered untried."""
+    ep = endpoint_factory()
+    ep.poison = {"c0-0"}
+    cfg = config(
+        ep.url, breaker_threshold=3, breaker_reset_s=0.2, max_attempts=3, max_outage_s=0.5
+    )
+    first = many(customers=1, per_customer=1)  # c0-0, alone: nothing else resets the breaker
+    later = many(customers=5, per_customer=4)[5:]  # the other customers, and c0's later ones
+    started = time.monotonic()
+    _, dead = run(cfg, first, later)
+    assert [(d["record"]["action_id"], d["attempts"]) for d in dead] == [("c0-0", 3)]
+    assert dead[0]["reason"] == "http 500"
+    assert sorted(ep.accepted) == sorted(later)
+    assert time.monotonic() - started < 5
