@@ -669,7 +669,8 @@ def connectors_yaml(
         f"  {WEBHOOK}:\n    type: webhook\n{webhook}"
         f"  {FILE}:\n    type: file\n    path: {out_file}\n    rotate_bytes: {FILE_ROTATE_BYTES}\n"
         f"routes:\n  - to: [{WEBHOOK}, {FILE}]\n"
-        f"hold_dir: {hold_dir}\n" + (f"batch_size: {batch_size}\n" if batch_size else "")
+        f"hold_dir: {hold_dir}\nstart_from: earliest\n"
+        + (f"batch_size: {batch_size}\n" if batch_size else "")
     )
 
 

@@ -111,11 +111,11 @@ class Match(BaseModel):
     """Which actions a route takes. An absent field matches anything."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: list[Kind] | None = None
-    severity: list[Severity] | None = None
-    channel: list[str] | None = None
-    pack: list[str] | None = None
-    rule: list[str] | None = None
+    kind: list[Kind] | None = Field(default=None, min_length=1)
+    severity: list[Severity] | None = Field(default=None, min_length=1)
+    channel: list[str] | None = Field(default=None, min_length=1)
+    pack: list[str] | None = Field(default=None, min_length=1)
+    rule: list[str] | None = Field(default=None, min_length=1)
 
     def __call__(self, action: Mapping[str, Any]) -> bool:
         return (
@@ -151,6 +151,12 @@ class DeliveryConfig(BaseModel):
     batch_size: int = Field(
         500, ge=1, description="Actions read per batch: each connector's bound on buffered actions."
     )
+    start_from: Literal["earliest", "latest"] = Field(
+        "latest",
+        description="Where a connector starts the first time (its consumer group has no "
+        "offsets yet): `latest`, so a new or renamed connector does not send every action "
+        "still in the topics' retention; `earliest` to deliver those too.",
+    )
     hold_dir: Path = Field(
         Path("var/hold"),
         description="RocksDB stores of actions held for quiet hours, one per connector.",
@@ -165,6 +171,16 @@ class DeliveryConfig(BaseModel):
                     hint = difflib.get_close_matches(name, list(self.connectors), n=1)
                     extra = f" (did you mean `{hint[0]}`?)" if hint else ""
                     problems.append(f"routes.{n}.to: unknown connector `{name}`{extra}")
+        if isinstance(self.dead_letter, WebhookConnector):
+            problems.append("dead_letter: a webhook cannot take dead letters (it may fail too)")
+        paths: dict[Path, str] = {}
+        files = [*self.connectors.items(), ("dead_letter", self.dead_letter)]
+        for name, connector in files:
+            if isinstance(connector, FileConnector):
+                path = Path(connector.path).resolve()
+                if path in paths:
+                    problems.append(f"{name}: path {connector.path} is also {paths[path]}'s")
+                paths.setdefault(path, name)
         unused = set(self.connectors) - {name for r in self.routes for name in r.to}
         problems += [f"connectors.{name}: no route sends anything to it" for name in sorted(unused)]
         if problems:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connectors.base import Sink, SinkError
+from connectors.base import Sink, SinkError, dead_letter
 from connectors.config import DeliveryConfig
 from connectors.hold import HoldStore
 
@@ -73,44 +73,54 @@ class ConnectorDispatch:
         self.clock = clock
         self.stats = Stats()
 
-    def take(self, records: Sequence[bytes]) -> Batch:
+    def take(
+        self, records: Sequence[bytes], positions: Sequence[tuple[int, int]] | None = None
+    ) -> Batch:
+        """`positions`: each record's (partition, offset) in its topic; held actions due at
+        the same time are released in that order (a customer's are in one partition)."""
         batch = Batch()
         now = self.clock()
         to_hold: list[tuple[float, str, bytes]] = []
-        for record in records:
+        for n, record in enumerate(records):
             try:
                 action = json.loads(record)
                 if not isinstance(action, dict):
                     raise ValueError("not a JSON object")
                 targets = self.config.targets(action)
                 due = _not_before(action)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:
                 if self.primary:
-                    batch.letters.append(_letter(self.name, record, f"unreadable action: {exc}"))
+                    reason = f"unreadable action: {exc}"
+                    batch.letters.append(dead_letter(self.name, reason, 0, record))
                 continue
             if not targets and self.primary:
                 batch.unrouted += 1
             if self.name not in targets:
                 batch.skipped += 1
             elif due is not None and due > now and self.hold is not None:
-                to_hold.append((due, str(action.get("action_id", "")), record))
+                if positions is not None:
+                    partition, offset = positions[n]
+                    order = f"{partition:05d}.{offset:020d}"
+                else:
+                    order = str(action.get("action_id", ""))
+                to_hold.append((due, order, record))
             else:
                 batch.send.append(record)
         if to_hold:
             assert self.hold is not None
-            self.hold.hold(to_hold)
             batch.held = len(to_hold)
-            self.stats.held += batch.held
+            self.stats.held += self.hold.hold(to_hold)  # new ones (a batch may come again)
         self.stats.unrouted += batch.unrouted
         return batch
 
     def add_due(self, batch: Batch, limit: int) -> None:
-        """Adds held actions that are now due to `batch` (up to `limit`)."""
+        """Adds held actions that are now due to `batch` (up to `limit`), before its other
+        actions: they were made before them."""
         if self.hold is None or limit <= 0:
             return
-        for key, record in self.hold.due(self.clock(), limit):
-            batch.send.append(record)
-            batch.hold_keys.append(key)
+        due = self.hold.due(self.clock(), limit)
+        batch.send[:0] = [record for _, record in due]
+        batch.hold_keys.extend(key for key, _ in due)
 
     def send(self, batch: Batch) -> None:
         """Delivers `batch` (or dead-letters what cannot be delivered); releases its held
@@ -157,12 +167,6 @@ def _not_before(action: dict[str, Any]) -> float | None:
 
 def _dead_lettered(sink: Sink) -> int:
     return int(getattr(sink, "dead_lettered", 0))
-
-
-def _letter(name: str, record: bytes, reason: str) -> bytes:
-    letter: dict[str, Any] = {"connector": name, "reason": reason, "attempts": 0}
-    letter["record_text"] = record.decode("utf-8", errors="replace")
-    return json.dumps(letter, separators=(",", ":")).encode()
 
 
 def open_with_backoff(

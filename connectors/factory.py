@@ -41,7 +41,8 @@ def build_sink(
         return KafkaSink(
             config.topic,
             config.brokers or brokers,
-            security=config.kafka or security,
+            # another cluster never gets the worker's credentials
+            security=config.kafka or (security if config.brokers is None else KafkaSecurity()),
             compression=config.compression,
             delivery_timeout_s=config.delivery_timeout_s,
             dead_letter=dead_letter,

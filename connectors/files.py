@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -9,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+from connectors.base import SinkError
 
 
 class JsonLinesSink:
@@ -46,7 +49,9 @@ class RotatingJsonLinesSink:
     """Appends one record per line to `path`; rotates it to `path.1` (older files shift to
     `.2`, `.3`, ...; beyond `keep` they are deleted) before a batch would take it past
     `rotate_bytes`, or once it is `rotate_every_s` old. A batch is never split across two
-    files. With `fsync`, `flush()` also forces the data to disk."""
+    files. With `fsync`, `flush()` also forces the data to disk. A failing disk (full, gone)
+    raises `SinkError` and leaves no partial batch behind; a torn last line left by a crash
+    is cut off when the file is opened again."""
 
     def __init__(
         self,
@@ -70,16 +75,35 @@ class RotatingJsonLinesSink:
     def _open(self) -> None:
         self._out = self.path.open("ab")
         self._size = self._out.tell()
+        if self._size:  # a crash may have left half a line: it would glue onto the next
+            with self.path.open("rb") as f:
+                f.seek(max(0, self._size - 65536))
+                tail = f.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                self._size = self._size - len(tail) + cut + 1 if cut >= 0 else 0
+                self._out.truncate(self._size)
         self._opened = self._clock()
 
     def write_batch(self, records: Sequence[bytes]) -> None:
         if not records:
             return
         data = b"\n".join(records) + b"\n"
-        if self._size and self._due(len(data)):
-            self.rotate()
-        self._out.write(data)
+        try:
+            if self._size and self._due(len(data)):
+                self.rotate()
+            self._out.write(data)
+            self._out.flush()
+        except OSError as exc:
+            self._undo()
+            raise SinkError(f"file {self.path}: {exc.strerror or exc}") from None
         self._size += len(data)
+
+    def _undo(self) -> None:
+        """Cuts the file back to its last complete batch."""
+        with contextlib.suppress(OSError, ValueError):
+            self._out.truncate(self._size)
+            self._out.seek(self._size)
 
     def _due(self, incoming: int) -> bool:
         too_big = self._rotate_bytes is not None and self._size + incoming > self._rotate_bytes
@@ -107,9 +131,12 @@ class RotatingJsonLinesSink:
         return self.path.with_name(f"{self.path.name}.{n}")
 
     def flush(self) -> None:
-        self._out.flush()
-        if self._fsync:
-            os.fsync(self._out.fileno())
+        try:
+            self._out.flush()
+            if self._fsync:
+                os.fsync(self._out.fileno())
+        except OSError as exc:
+            raise SinkError(f"file {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if not self._out.closed:

@@ -1,8 +1,11 @@
 """Actions held for quiet hours until their `not_before`, in RocksDB on local disk.
 
-Keys sort by due time (`<due ms, 15 digits>|<action_id>`), so the due actions are a prefix
-scan. Writes are synced to the write-ahead log before `hold()` returns: the caller commits
-the action's input offset only after that, so a held action survives a crash or restart.
+Keys sort by due time, then by the order the caller gives (`<due ms, 15 digits>|<order>`:
+the action's partition and offset, so a customer's actions due together come out in the
+order they were made), so the due actions are a prefix scan; the same action held twice
+(a batch read again) has the same key. Writes are synced to the write-ahead log before
+`hold()` returns: the caller commits the action's input offset only after that, so a held
+action survives a crash or restart.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ class HoldStore:
         self._lock = threading.Lock()  # hold() and release() may run on different threads
 
     def hold(self, items: Iterable[tuple[float, str, bytes]]) -> int:
-        """Keeps each (due unix time, action id, record); returns how many were new."""
+        """Keeps each (due unix time, order, record); returns how many were new."""
         batch = WriteBatch(raw_mode=True)
         new = 0
-        for due, action_id, record in items:
-            key = _key(due, action_id)
+        for due, order, record in items:
+            key = _key(due, order)
             if self._db.get(key) is None:
                 new += 1
             batch.put(key, record)
@@ -80,5 +83,5 @@ class HoldStore:
         self._db.close()
 
 
-def _key(due: float, action_id: str) -> bytes:
-    return f"{max(0, int(due * 1000)):015d}|{action_id}".encode()
+def _key(due: float, order: str) -> bytes:
+    return f"{max(0, int(due * 1000)):015d}|{order}".encode()

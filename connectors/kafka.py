@@ -18,7 +18,7 @@ from typing import Any, Literal, Self
 from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from connectors.base import Sink, SinkError
+from connectors.base import Sink, SinkError, dead_letter
 from connectors.secrets import secret_from_file
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,10 @@ class KafkaSink:
             err = again[0][1]
             if err.code() not in _TOO_LARGE or self._dead_letter is None:
                 raise SinkError(f"kafka: {self.topic}: a record failed: {err.str()}")
-            letters.append(_letter(self.name, self.topic, record, err))
+            reason = f"refused by Kafka: {err.name()}"
+            letters.append(
+                dead_letter(self.name, reason, 1, record, sink="kafka", topic=self.topic)
+            )
             self.dead_lettered += 1
         if letters:
             assert self._dead_letter is not None
@@ -176,18 +179,3 @@ def _customer_key(record: bytes) -> bytes | None:
     except (ValueError, AttributeError):
         return None
     return cid.encode() if isinstance(cid, str) else None
-
-
-def _letter(name: str, topic: str, record: bytes, err: KafkaError) -> bytes:
-    letter: dict[str, Any] = {
-        "connector": name,
-        "sink": "kafka",
-        "topic": topic,
-        "reason": f"refused by Kafka: {err.name()}",
-        "attempts": 1,
-    }
-    try:
-        letter["record"] = json.loads(record)
-    except ValueError:
-        letter["record_text"] = record.decode("utf-8", errors="replace")
-    return json.dumps(letter, separators=(",", ":")).encode()

@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -60,7 +60,7 @@ from pydantic import (
     model_validator,
 )
 
-from connectors.base import Sink
+from connectors.base import Sink, dead_letter
 from connectors.secrets import secret_from_file
 
 log = logging.getLogger(__name__)
@@ -417,18 +417,9 @@ class WebhookDelivery:
         return _Outcome(False, False, f"http {status}", answered=True)
 
     def _send_to_dead_letter(self, record: bytes, reason: str, attempts: int) -> None:
-        letter: dict[str, Any] = {
-            "connector": self.name,
-            "sink": "webhook",
-            "url": self._config.safe_url,
-            "reason": reason,
-            "attempts": attempts,
-        }
-        try:
-            letter["record"] = json.loads(record)
-        except ValueError:
-            letter["record_text"] = record.decode("utf-8", errors="replace")
-        self._dead_letter.write_batch([json.dumps(letter, separators=(",", ":")).encode()])
+        url = self._config.safe_url
+        letter = dead_letter(self.name, reason, attempts, record, sink="webhook", url=url)
+        self._dead_letter.write_batch([letter])
         self.dead_lettered += 1
         log.warning(
             "webhook record dead-lettered",

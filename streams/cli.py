@@ -268,7 +268,10 @@ def _deliver(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     config = _delivery_config(args.connectors)
-    return run_deliver(settings, config, metrics_port=args.metrics_port)
+    try:
+        return run_deliver(settings, config, metrics_port=args.metrics_port)
+    except ValueError as exc:  # settings and connectors that do not fit together
+        raise UsageError(str(exc)) from None
 
 
 def _sink(target: str | None, default: Sink | None = None) -> Sink:

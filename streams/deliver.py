@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 
-from connectors.base import SinkError
+from connectors.base import SharedSink, Sink, SinkError
 from connectors.config import DeliveryConfig, KafkaConnector
 from connectors.dispatch import Batch, ConnectorDispatch, open_with_backoff
 from connectors.factory import build_sink
@@ -43,19 +43,29 @@ log = logging.getLogger("crm_triggers.deliver")
 SHUTDOWN_GRACE_S = 10.0
 
 
-def build_dispatches(settings: Settings, config: DeliveryConfig) -> list[ConnectorDispatch]:
-    """One dispatch per configured connector, each with its own sinks and hold store."""
+def build_dispatches(
+    settings: Settings, config: DeliveryConfig
+) -> tuple[list[ConnectorDispatch], Sink]:
+    """One dispatch per configured connector, each with its own sink and hold store, and the
+    dead-letter sink they share (a ValueError if the config cannot work with these settings)."""
+    loops = {settings.topics.offers, settings.topics.alerts}
+    for name, c in config.connectors.items():
+        if not isinstance(c, KafkaConnector) or c.brokers not in (None, settings.brokers):
+            continue
+        if c.topic in loops:
+            raise ValueError(f"connector {name}: topic {c.topic} is deliver's own input")
     dead_letter_config = config.dead_letter or KafkaConnector.model_validate(
         {"type": "kafka", "topic": settings.topics.delivery_dlq}
     )
+    common: dict[str, Any] = {"brokers": settings.brokers, "security": settings.kafka}
+    dead_letter = build_sink("dead-letter", dead_letter_config, **common)
+    shared = SharedSink(dead_letter)  # one file or producer, whatever the connectors
     dispatches = []
     for n, (name, connector) in enumerate(config.connectors.items()):
-        common: dict[str, Any] = {"brokers": settings.brokers, "security": settings.kafka}
-        dead_letter = build_sink(f"{name}-dead-letter", dead_letter_config, **common)
-        sink = build_sink(name, connector, dead_letter=dead_letter, **common)
+        sink = build_sink(name, connector, dead_letter=shared, **common)
         hold = HoldStore(Path(config.hold_dir) / name)
-        dispatches.append(ConnectorDispatch(name, config, sink, dead_letter, hold, primary=n == 0))
-    return dispatches
+        dispatches.append(ConnectorDispatch(name, config, sink, shared, hold, primary=n == 0))
+    return dispatches, dead_letter
 
 
 @dataclass
@@ -78,6 +88,7 @@ class ConnectorLoop:
         stop: threading.Event,
         *,
         batch_size: int,
+        start_from: str = "latest",
         retry_s: float = 1.0,
         quick_s: float = 2.0,
     ) -> None:
@@ -96,12 +107,16 @@ class ConnectorLoop:
                 "bootstrap.servers": settings.brokers,
                 "group.id": f"{settings.app_id}-deliver-{dispatch.name}",
                 "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
+                # a connector's first start (no committed offsets): see DeliveryConfig
+                "auto.offset.reset": start_from,
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
                 # a crashed deliverer's partitions move after 10 s (Kafka's default: 45 s)
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 3_000,
+                # librdkafka prefetches up to 64 MiB per consumer by default: 8 MiB bounds a
+                # connector's memory while it catches up, far more than one batch needs
+                "queued.max.messages.kbytes": 8192,
                 **settings.kafka.librdkafka(),
             }
         )
@@ -121,7 +136,7 @@ class ConnectorLoop:
 
     def _loop(self) -> None:
         name = self.dispatch.name
-        if not open_with_backoff(self.dispatch.sink, name, self.stop.is_set):
+        if not open_with_backoff(self.dispatch.sink, name, self.stop.is_set, sleep=self.stop.wait):
             return
         topics = [self.settings.topics.offers, self.settings.topics.alerts]
         self.consumer.subscribe(topics, on_revoke=self._revoked, on_lost=self._revoked)
@@ -135,6 +150,7 @@ class ConnectorLoop:
     def _next_batch(self) -> None:
         messages = self.consumer.consume(self.batch_size, timeout=0.2)
         records: list[bytes] = []
+        positions: list[tuple[int, int]] = []
         commit: dict[tuple[str, int], int] = {}
         first: dict[tuple[str, int], int] = {}
         for m in messages:
@@ -145,7 +161,20 @@ class ConnectorLoop:
             first.setdefault(tp, m.offset() or 0)
             commit[tp] = (m.offset() or 0) + 1
             records.append(m.value() or b"")
-        batch = self.dispatch.take(records)  # held actions are on disk when this returns
+            positions.append((m.partition() or 0, m.offset() or 0))
+        try:
+            batch = self.dispatch.take(records, positions)  # held ones are on disk now
+        except Exception as exc:  # e.g. the hold store's disk is full: read them again
+            log.error(
+                "connector %s: cannot take a batch, reading it again in %.0f s: %s",
+                self.dispatch.name,
+                self.retry_s,
+                exc,
+            )
+            self.dispatch.stats.failures += 1
+            self._rewind(first)
+            self.stop.wait(self.retry_s)
+            return
         self.dispatch.add_due(batch, self.batch_size - len(batch))
         if not len(batch):
             self._commit(commit)
@@ -267,8 +296,11 @@ def run_deliver(
 ) -> int:
     """Runs until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 if a connector failed."""
     stop = stop or threading.Event()
-    dispatches = build_dispatches(settings, config)
-    loops = [ConnectorLoop(d, settings, stop, batch_size=config.batch_size) for d in dispatches]
+    dispatches, dead_letter = build_dispatches(settings, config)
+    loops = [
+        ConnectorLoop(d, settings, stop, batch_size=config.batch_size, start_from=config.start_from)
+        for d in dispatches
+    ]
     registry = CollectorRegistry()
     registry.register(DeliveryCollector(dispatches))
     if metrics_port:
@@ -284,6 +316,11 @@ def run_deliver(
     deadline = time.monotonic() + SHUTDOWN_GRACE_S + 15
     for loop in loops:
         loop.thread.join(max(0.1, deadline - time.monotonic()))
+    if not any(loop.thread.is_alive() or loop.job is not None for loop in loops):
+        try:
+            dead_letter.close()
+        except SinkError as exc:
+            log.error("closing the dead-letter sink: %s", exc)
     failed = [loop.dispatch.name for loop in loops if loop.failed is not None]
     if failed:
         log.error("stopped: connectors failed: %s", ", ".join(failed))

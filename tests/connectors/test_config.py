@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,30 @@ def test_the_secret_never_shows_in_the_config(
     for text in (repr(config), str(config), config.model_dump_json()):
         assert "s3cr3t-hmac-value" not in text
     assert sms.signing_secret.get_secret_value() == "s3cr3t-hmac-value"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "dead_letter: {type: file, path: out/actions.jsonl}\n",
+            "dead_letter: path out/actions.jsonl is also copy's",
+        ),
+        (
+            "dead_letter: {type: webhook, url: 'https://x', secret_env: CRM_TEST_HOOK_KEY}\n",
+            "dead_letter: a webhook cannot take dead letters",
+        ),
+    ],
+)
+def test_dead_letters_need_a_target_of_their_own_that_cannot_fail_like_a_webhook(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    with pytest.raises(DeliveryConfigError, match=re.escape(message)):
+        load_delivery_config(write(tmp_path, GOOD + extra))
+
+
+def test_an_empty_match_list_is_an_error_not_a_route_that_matches_nothing(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(DeliveryConfigError, match=r"routes\.0\.match\.kind: List should have"):
+        load_delivery_config(write(tmp_path, GOOD.replace("kind: [offer]", "kind: []")))

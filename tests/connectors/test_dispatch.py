@@ -31,7 +31,7 @@ def action(n: int, kind: str = "offer", not_before: float | None = None, **extra
 
     nb = datetime.fromtimestamp(not_before, UTC).isoformat() if not_before else None
     return json.dumps(
-        {"action_id": f"a{n}", "kind": kind, "customer_id": f"c{n}", "not_before": nb, **extra}
+        {"action_id": f"a{n}", "kind": kind, "customer_id": f"c{n}", "not_before": nb} | extra
     ).encode()
 
 
@@ -121,3 +121,29 @@ def test_a_failing_sink_keeps_held_actions_until_it_delivers(tmp_path: Path) -> 
     d.add_due(batch, 10)
     d.send(batch)
     assert len(d.hold) == 0 and len(d.sink.records) == 1
+
+
+def test_held_actions_due_together_come_out_in_the_order_they_were_made_and_first(
+    tmp_path: Path,
+) -> None:
+    clock = [NOW]
+    d = dispatch(tmp_path, clock=clock)
+    held = [action(n, not_before=NOW + 60, customer="c1") for n in (7, 3, 9)]  # ids unordered
+    d.take(held, positions=[(2, 100), (2, 101), (2, 102)])
+    d.take(held, positions=[(2, 100), (2, 101), (2, 102)])  # the batch read again: no copies
+    assert len(d.hold) == 3
+    clock[0] = NOW + 60
+    newer = action(5)
+    batch = d.take([newer], positions=[(2, 103)])
+    d.add_due(batch, 10)
+    assert batch.send == [*held, newer]
+
+
+def test_a_dead_letter_about_a_huge_record_keeps_its_ids_not_the_record(tmp_path: Path) -> None:
+    d = dispatch(tmp_path)
+    huge = b"[" * 400_000  # not JSON an action could be, and 400 KB
+    batch = d.take([huge])
+    [letter] = batch.letters
+    parsed = json.loads(letter)
+    assert parsed["record_bytes"] == 400_000 and "record" not in parsed
+    assert len(letter) < 1000

@@ -275,9 +275,7 @@ def test_an_outage_longer_than_max_outage_dead_letters_the_rest_without_waiting(
 ) -> None:
     ep = endpoint_factory()
     ep.go_down()
-    cfg = config(
-        ep.url, breaker_threshold=2, breaker_reset_s=0.1, max_attempts=2, max_outage_s=0.3
-    )
+    cfg = config(ep.url, breaker_threshold=2, breaker_reset_s=0.1, max_attempts=2, max_outage_s=0.3)
     started = time.monotonic()
     _, dead = run(cfg, records(50))
     assert [d["record"]["action_id"] for d in dead] == [f"a{n}" for n in range(50)]
@@ -323,9 +321,7 @@ def test_a_poison_record_is_dead_lettered_after_its_attempts_and_does_not_stall_
     and the records after it are delivered, none dead-lettered untried."""
     ep = endpoint_factory()
     ep.poison = {"c0-0"}
-    cfg = config(
-        ep.url, breaker_threshold=3, breaker_reset_s=0.2, max_attempts=3, max_outage_s=0.5
-    )
+    cfg = config(ep.url, breaker_threshold=3, breaker_reset_s=0.2, max_attempts=3, max_outage_s=0.5)
     first = many(customers=1, per_customer=1)  # c0-0, alone: nothing else resets the breaker
     later = many(customers=5, per_customer=4)[5:]  # the other customers, and c0's later ones
     started = time.monotonic()

@@ -111,6 +111,7 @@ def config(tmp_path: Path, url: str, cases_topic: str) -> DeliveryConfig:
             ],
             "batch_size": 50,
             "hold_dir": str(tmp_path / "hold"),
+            "start_from": "earliest",  # the actions are produced before it starts
         }
     )
 
