@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -87,3 +87,34 @@ def new_topics(kafka_bootstrap: str) -> Iterator[NewTopics]:
         for future in admin.delete_topics(created, operation_timeout=15).values():
             with contextlib.suppress(KafkaException):  # broker may be down after a failed test
                 future.result(timeout=20)
+
+
+def consume(
+    bootstrap: str, topic: str, want: int, *, linger_s: float = 0.0, **conf: str
+) -> list[Message]:
+    """Read ``want`` messages from the start of ``topic`` with a fresh consumer group (for at
+    most ~30 s), then ``linger_s`` more seconds of anything beyond them (duplicates)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"it-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **conf,
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[Message] = []
+    try:
+        for _ in range(300):  # at most ~30 s
+            for msg in consumer.consume(num_messages=max(want, 1), timeout=0.1):
+                assert msg.error() is None, msg.error()
+                got.append(msg)
+            if len(got) >= want:
+                break
+        until = time.monotonic() + linger_s
+        while time.monotonic() < until:
+            got.extend(m for m in consumer.consume(num_messages=100, timeout=0.1) if not m.error())
+    finally:
+        consumer.close()
+    return got

@@ -6,36 +6,11 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Producer
 
 from scripts.kafka_local import Broker
 
-from .conftest import NewTopics
-
-
-def consume(bootstrap: str, topic: str, want: int, **conf: str) -> list[Message]:
-    """Read ``want`` messages from the start of ``topic`` with a fresh consumer group."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"it-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            **conf,
-        }
-    )
-    consumer.subscribe([topic])
-    got: list[Message] = []
-    try:
-        for _ in range(300):  # at most ~30 s
-            for msg in consumer.consume(num_messages=want, timeout=0.1):
-                assert msg.error() is None, msg.error()
-                got.append(msg)
-            if len(got) >= want:
-                break
-    finally:
-        consumer.close()
-    return got
+from .conftest import NewTopics, consume
 
 
 def test_same_key_same_partition(kafka_bootstrap: str, new_topics: NewTopics) -> None:

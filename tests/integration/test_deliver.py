@@ -24,13 +24,15 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from connectors.config import DeliveryConfig
 from streams.deliver import run_deliver
 from streams.settings import Settings, Topics
 from streams.topics import create_topics
 from tests.connectors.endpoint import SECRET, Endpoint, serve
+
+from .conftest import consume
 
 CUSTOMERS = 12
 PER_CUSTOMER = 10
@@ -149,29 +151,9 @@ def file_ids(path: Path) -> list[str]:
     return [json.loads(line)["action_id"] for line in path.read_bytes().splitlines()]
 
 
-def read_topic(brokers: str, topic: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        m = consumer.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(json.loads(m.value()))
-    extra_until = time.monotonic() + 1.0  # anything beyond `count` is a duplicate
-    while time.monotonic() < extra_until:
-        m = consumer.poll(0.2)
-        if m is not None and m.error() is None:
-            got.append(json.loads(m.value()))
-    consumer.close()
-    return got
+def read_topic(brokers: str, topic: str, count: int) -> list[dict[str, Any]]:
+    """`count` records of `topic`, and any beyond them that show up within a second."""
+    return [json.loads(m.value()) for m in consume(brokers, topic, count, linger_s=1.0)]
 
 
 def per_customer(records: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -208,7 +190,7 @@ def test_a_down_endpoint_holds_back_only_its_connector_and_then_gets_every_actio
     assert sorted(h["action_id"] for h in hooked) == sorted(a["action_id"] for a in offers)
     assert per_customer(hooked) == per_customer(offers)
     assert endpoint.bad_signatures == 0
-    assert read_topic(settings.brokers, settings.topics.delivery_dlq, 0, timeout=1) == []
+    assert read_topic(settings.brokers, settings.topics.delivery_dlq, 0) == []
 
 
 def test_actions_held_for_quiet_hours_are_delivered_when_due_also_after_a_restart(

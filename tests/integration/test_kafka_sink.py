@@ -4,36 +4,15 @@ topic refuses as too large goes to the dead-letter sink alone, a missing topic i
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from connectors.base import ListSink, SinkError
 from connectors.kafka import KafkaSink
 
-
-def read_all(brokers: str, topic: str, expected: int) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    got: list[Any] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        m = consumer.poll(0.2)
-        if m is not None and m.error() is None:
-            got.append(m)
-        elif len(got) >= expected:
-            break
-    consumer.close()
-    return got
+from .conftest import consume
 
 
 def test_records_arrive_keyed_by_customer_and_an_oversized_one_is_dead_lettered(
@@ -52,7 +31,7 @@ def test_records_arrive_keyed_by_customer_and_an_oversized_one_is_dead_lettered(
     sink.write_batch(records)
     sink.flush()
     sink.close()
-    got = read_all(kafka_bootstrap, topic, 200)
+    got = consume(kafka_bootstrap, topic, 200, linger_s=1.0)
     assert sorted(m.value() for m in got) == sorted(r for r in records if r != big)
     for m in got:  # keyed by customer: one customer, one partition
         assert m.key() == json.loads(m.value())["customer_id"].encode()
