@@ -33,7 +33,6 @@ class Batch:
     send: list[bytes] = field(default_factory=list)  # due now
     letters: list[bytes] = field(default_factory=list)  # unreadable: to the dead-letter sink
     held: int = 0  # kept in the hold store for later
-    skipped: int = 0  # routed elsewhere
     unrouted: int = 0  # routed nowhere
     hold_keys: list[bytes] = field(default_factory=list)  # held actions now due, in `send`
 
@@ -96,8 +95,8 @@ class ConnectorDispatch:
             if not targets and self.primary:
                 batch.unrouted += 1
             if self.name not in targets:
-                batch.skipped += 1
-            elif due is not None and due > now and self.hold is not None:
+                continue
+            if due is not None and due > now and self.hold is not None:
                 if positions is not None:
                     partition, offset = positions[n]
                     order = f"{partition:05d}.{offset:020d}"

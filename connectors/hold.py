@@ -56,13 +56,6 @@ class HoldStore:
             out.append((key, value))
         return out
 
-    def next_due(self) -> float | None:
-        """The due time of the earliest held action (None when nothing is held)."""
-        for key in self._db.keys():  # noqa: SIM118 (iterating an Rdict fails in raw mode)
-            assert isinstance(key, bytes)
-            return int(key.split(b"|", 1)[0]) / 1000
-        return None
-
     def release(self, keys: Iterable[bytes]) -> None:
         """Forgets actions that have been delivered."""
         batch = WriteBatch(raw_mode=True)

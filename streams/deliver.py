@@ -98,7 +98,6 @@ class ConnectorLoop:
         self.batch_size = batch_size
         self.retry_s = retry_s
         self.quick_s = quick_s  # a batch taking longer pauses the consumer
-        self.paused = False
         self.job: _Job | None = None
         self.failed: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"deliver-{dispatch.name}")
@@ -192,7 +191,6 @@ class ConnectorLoop:
         # Not for every batch: librdkafka drops what it prefetched on pause and fetches
         # again about a second after resume, which capped delivery at one batch a second.
         self.consumer.pause(self.consumer.assignment())
-        self.paused = True
 
     def _send(self, job: _Job) -> None:
         try:
@@ -213,7 +211,6 @@ class ConnectorLoop:
             self._finish(job)
         finally:
             self.consumer.resume(self.consumer.assignment())
-            self.paused = False
 
     def _finish(self, job: _Job) -> None:
         """Commits a delivered batch; rewinds to a failed one, to send it again."""
