@@ -309,15 +309,16 @@ class WebhookDelivery:
 
     async def deliver(self, records: Sequence[bytes]) -> None:
         async with self._lock:
-            lanes: dict[str | None, list[bytes]] = {}
-            for record in records:
-                lanes.setdefault(_customer_of(record), []).append(record)
+            lanes: dict[str | None, list[tuple[bytes, dict[str, str]]]] = {}
+            for record in records:  # each record parsed once: its lane and its headers
+                customer, headers = _ids_of(record)
+                lanes.setdefault(customer, []).append((record, headers))
             limit = asyncio.Semaphore(self._config.concurrency)
 
-            async def run(lane: list[bytes]) -> None:
+            async def run(lane: list[tuple[bytes, dict[str, str]]]) -> None:
                 async with limit:
-                    for record in lane:
-                        await self._deliver_one(record)
+                    for record, headers in lane:
+                        await self._deliver_one(record, headers)
 
             await asyncio.gather(*(run(lane) for lane in lanes.values()))
 
@@ -331,7 +332,7 @@ class WebhookDelivery:
         ceiling = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1))
         return self._rng.uniform(0.0, ceiling) if cfg.jitter else ceiling
 
-    async def _deliver_one(self, record: bytes) -> None:
+    async def _deliver_one(self, record: bytes, headers: dict[str, str]) -> None:
         cfg = self._config
         outcome = _Outcome(False, True, "not attempted")
         attempts = 0
@@ -346,7 +347,7 @@ class WebhookDelivery:
             if self._bucket is not None and (wait := self._bucket.reserve()) > 0:
                 await asyncio.sleep(wait)
             attempts += 1
-            outcome = await self._attempt(record)
+            outcome = await self._attempt(record, headers)
             if outcome.answered:  # whatever it said, the endpoint is up
                 self._down_since = None
             if outcome.delivered:
@@ -374,7 +375,7 @@ class WebhookDelivery:
         """How long the endpoint has been down (its circuit open since), 0 if it is up."""
         return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
-    async def _attempt(self, record: bytes) -> _Outcome:
+    async def _attempt(self, record: bytes, extra_headers: dict[str, str]) -> _Outcome:
         cfg = self._config
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=cfg.verify_tls, limit=cfg.concurrency)
@@ -383,7 +384,7 @@ class WebhookDelivery:
         headers = {
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: str(timestamp),
-            **_idempotency_key(record),
+            **extra_headers,
             SIGNATURE_HEADER: sign(cfg.signing_secret, timestamp, record),
         }
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=min(cfg.timeout_s, 10))
@@ -427,20 +428,21 @@ class WebhookDelivery:
         )
 
 
-def _customer_of(record: bytes) -> str | None:
+def _ids_of(record: bytes) -> tuple[str | None, dict[str, str]]:
+    """The record's customer (its lane) and its `Idempotency-Key` header (the action id)."""
     try:
-        value = json.loads(record).get("customer_id")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
-def _idempotency_key(record: bytes) -> dict[str, str]:
-    try:
-        value = json.loads(record).get("action_id")
-    except (ValueError, AttributeError):
-        return {}
-    return {"Idempotency-Key": value} if isinstance(value, str) and value.isprintable() else {}
+        parsed = json.loads(record)
+    except (ValueError, RecursionError):
+        return None, {}
+    if not isinstance(parsed, dict):
+        return None, {}
+    customer, action_id = parsed.get("customer_id"), parsed.get("action_id")
+    headers = (
+        {"Idempotency-Key": action_id}
+        if isinstance(action_id, str) and action_id.isprintable()
+        else {}
+    )
+    return (customer if isinstance(customer, str) else None), headers
 
 
 class WebhookSink:
