@@ -52,9 +52,9 @@ import math
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import IO, Final, Literal
+from typing import IO, Any, Final, Literal
 
 __all__ = [
     "PERSONAL_KEYS",
@@ -62,6 +62,7 @@ __all__ = [
     "ContextFilter",
     "JsonFormatter",
     "LogFormat",
+    "RateLimited",
     "TextFormatter",
     "configure_logging",
     "current_log_context",
@@ -779,3 +780,37 @@ def configure_logging(
         logging.getLogger(name).setLevel(
             logging.NOTSET if number <= logging.DEBUG else max(quiet, number)
         )
+
+
+class RateLimited:
+    """Logs through `logger` at most `per_second` records a second (bursts up to that many):
+    a flood of bad input must not flood the logs. Records left out are counted, and the
+    next record logged carries the count as ``suppressed``. For one thread."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.per_second = per_second
+        self.clock = clock
+        self._tokens = per_second
+        self._at = clock()
+        self.suppressed = 0
+
+    def log(self, level: int, msg: str, *args: object, **kwargs: Any) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        now = self.clock()
+        self._tokens = min(self.per_second, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return
+        self._tokens -= 1
+        if self.suppressed:
+            kwargs["extra"] = {**kwargs.get("extra", {}), "suppressed": self.suppressed}
+            self.suppressed = 0
+        self.logger.log(level, msg, *args, **kwargs)

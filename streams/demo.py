@@ -3,7 +3,7 @@
 Events come from the simulator at a steady rate (event time runs much faster than wall
 time), go through the same engine as replay and the worker, and every action is printed as
 it fires, with a running count per rule every few seconds and a final table. Prometheus
-metrics are served on /metrics while it runs.
+metrics are served on /metrics while it runs, with /healthz and /readyz.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import IO
 
 import msgspec
-from prometheus_client import start_http_server
 
 from connectors.base import NullSink
 from connectors.files import JsonLinesSink
+from monitoring.health import Check, Health, serve
 from monitoring.metrics import PrometheusObserver
 from rules.ruleset import RuleSet
 from state.store import MemoryStore, StateCache
@@ -85,7 +85,7 @@ class _View:
 def _records(customers: int, days: int, seed: int) -> Iterator[Record]:
     encode = msgspec.json.encode
     for i, event in enumerate(simulate(customers, days, seed)):
-        yield Record(encode(event), f"simulate:{i + 1}")
+        yield Record(encode(event), f"simulate:{i + 1}", topic="simulate")
 
 
 def run_demo(
@@ -101,10 +101,15 @@ def run_demo(
 ) -> int:
     stream = out if out is not None else sys.stdout
     observer = PrometheusObserver()
+    health = Health().register(observer.registry)
+    server = None
     if metrics_port:
         try:
-            start_http_server(metrics_port, addr="127.0.0.1", registry=observer.registry)
-            print(f"metrics: http://127.0.0.1:{metrics_port}/metrics", file=stream)
+            server = serve(metrics_port, observer.registry, health, addr="127.0.0.1")
+            print(
+                f"metrics: http://127.0.0.1:{metrics_port}/metrics (and /healthz, /readyz)",
+                file=stream,
+            )
         except OSError as exc:
             print(f"metrics: not served (port {metrics_port}: {exc.strerror})", file=stream)
     engine = Engine(rules, StateCache(MemoryStore()), observer)
@@ -131,6 +136,7 @@ def run_demo(
     try:
         while True:
             tick_start = time.perf_counter()
+            health.report([Check("running", True, "generating events")])
             batch = [r for _, r in zip(range(per_tick), records, strict=False)]
             if not batch:
                 break
@@ -149,6 +155,10 @@ def run_demo(
     except KeyboardInterrupt:
         print("\ninterrupted", file=stream)
     finally:
+        health.report([Check("running", False, "finished")])
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         summary.seconds = time.perf_counter() - started
         for sink in (outputs.actions, outputs.decisions, outputs.dead_letters):
             if not isinstance(sink, NullSink):

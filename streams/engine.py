@@ -11,6 +11,7 @@ while applying one event, becomes a dead letter with the reason, and is counted.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,15 @@ from typing import Any
 
 import msgspec
 
+from monitoring.logs import RateLimited
 from monitoring.metrics import NoopObserver, Observer
 from rules.outcomes import Action, Decision, to_json
 from rules.ruleset import DUPLICATE, RuleSet
 from state.events import InvalidEvent, decode_event
 from state.model import CustomerState
 from state.store import StateCache
+
+log = logging.getLogger("crm_triggers.engine")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Record:
     # delivered again after a crash is recognised however many came after it.
     source: str | None = None
     offset: int = -1
+    # where it was read, for metrics: its topic, or `file` / `simulate` off Kafka
+    topic: str = "file"
 
 
 @dataclass
@@ -49,6 +55,7 @@ class BatchOutput:
     # for routing to topics: (kind, customer id) per action, customer id per decision and
     # per dead letter (None when unreadable), in the same order as the lists above
     action_keys: list[tuple[str, str]] = field(default_factory=list)
+    action_times: list[float] = field(default_factory=list)  # its event's time (epoch s)
     decision_keys: list[str] = field(default_factory=list)
     dead_letter_keys: list[str | None] = field(default_factory=list)
     events: int = 0
@@ -90,6 +97,8 @@ class Engine:
         self.observer: Observer = observer if observer is not None else NoopObserver()
         self.state_ttl = state_ttl
         self.newest = 0.0  # the latest event time seen, epoch seconds
+        # one line per dead letter, at most 10 a second; the next says how many were left out
+        self._dead_log = RateLimited(log, per_second=10)
         self.observer.rules_loaded({p.name: p.version for p in rules.packs})
 
     def process(self, records: Iterable[Record], *, flush: bool = True) -> BatchOutput:
@@ -101,13 +110,15 @@ class Engine:
         obs = self.observer
         rules = self.rules
         on_error = obs.rule_error
+        clock = time.perf_counter
         for record in records:
+            began = clock()
             out.events += 1
             try:
                 event = decode_event(record.value)
             except InvalidEvent as exc:
                 reason = "malformed_json" if exc.reason.startswith("malformed") else "invalid_event"
-                self._dead(out, record, reason, exc.reason, exc.customer_id, "unknown")
+                self._dead(out, record, reason, exc.reason, exc.customer_id, "unknown", began)
                 continue
             state: CustomerState | None = None
             try:
@@ -124,16 +135,26 @@ class Engine:
                 if state is not None:  # it may be changed in part: store it as cached, so
                     self.states.mark(event.customer_id)  # a restart sees what the cache saw
                 error = f"processing error: {type(exc).__name__}: {exc}"
-                self._dead(out, record, "processing_error", error, event.customer_id, event.type)
+                self._dead(
+                    out,
+                    record,
+                    "processing_error",
+                    error,
+                    event.customer_id,
+                    event.type,
+                    began,
+                    event_id=event.event_id,
+                    exc=exc,
+                )
                 continue
             if result.duplicate:
                 out.duplicates += 1
-                obs.event_in(event.type, "duplicate")
+                obs.event_in(record.topic, event.type, "duplicate", clock() - began)
                 continue
             out.processed += 1
-            obs.event_in(event.type, "processed")
             if result.decisions:
-                self._emit(out, result.actions, result.decisions)
+                self._emit(out, result.actions, result.decisions, now)
+            obs.event_in(record.topic, event.type, "processed", clock() - began)
         if flush:
             self.states.flush()
         obs.batch(out.events, time.perf_counter() - started)
@@ -149,17 +170,32 @@ class Engine:
         return state
 
     def _emit(
-        self, out: BatchOutput, actions: Sequence[Action], decisions: Sequence[Decision]
+        self,
+        out: BatchOutput,
+        actions: Sequence[Action],
+        decisions: Sequence[Decision],
+        event_time: float,
     ) -> None:
         obs = self.observer
+        debug = log.isEnabledFor(logging.DEBUG)
         for d in decisions:
             obs.decision(d.pack, d.rule_id, d.outcome, d.reason)
             out.decisions.append(to_json(d))
             out.decision_keys.append(d.customer_id)
+            if debug:
+                log.debug(
+                    "rule %s/%s %s%s",
+                    d.pack,
+                    d.rule_id,
+                    d.outcome,
+                    f" ({d.reason})" if d.reason else "",
+                    extra={"event_id": d.event_id, "rule_id": d.rule_id, "pack": d.pack},
+                )
         for a in actions:
             obs.action(a.kind, a.pack)
             out.actions.append(to_json(a))
             out.action_keys.append((a.kind, a.customer_id))
+            out.action_times.append(event_time)
 
     def _dead(
         self,
@@ -169,9 +205,25 @@ class Engine:
         error: str,
         customer_id: str | None,
         event_type: str,
+        began: float,
+        *,
+        event_id: str | None = None,
+        exc: Exception | None = None,
     ) -> None:
-        self.observer.event_in(event_type, "dead_letter")
+        """A dead letter for `record`, counted and logged (a processing error, a bug, at
+        ERROR with its traceback; bad input at WARNING)."""
+        self.observer.event_in(record.topic, event_type, "dead_letter", time.perf_counter() - began)
         self.observer.dead_letter(reason)
+        self._dead_log.log(
+            logging.ERROR if exc is not None else logging.WARNING,
+            "dead letter (%s) from %s: %s",
+            reason,
+            record.origin or "input",
+            error,
+            exc_info=exc,
+            extra={"reason": reason, "origin": record.origin}
+            | ({"event_id": event_id} if event_id else {}),
+        )
         out.dead_letters.append(
             msgspec.json.encode(dead_letter(record, reason, error, customer_id))
         )

@@ -161,20 +161,27 @@ def test_demo_runs_shows_actions_and_serves_metrics(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    metrics = ""
+    metrics, health = "", {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                 metrics = r.read().decode()
             if "crm_events_total{" in metrics:
+                for path in ("healthz", "readyz"):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}") as r:
+                        health[path] = (r.status, json.loads(r.read()))
                 break
         except OSError:
             pass
         time.sleep(0.2)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
-    assert 'crm_events_total{outcome="processed",type="transaction"}' in metrics
+    assert 'crm_events_total{outcome="processed",topic="simulate",type="transaction"}' in metrics
+    assert 'crm_event_processing_seconds_bucket{le="+Inf",type="transaction"}' in metrics
+    assert "process_resident_memory_bytes" in metrics and "crm_ready 1.0" in metrics
+    assert health["healthz"][0] == 200 and health["healthz"][1]["alive"] is True
+    assert health["readyz"][0] == 200 and health["readyz"][1]["ready"] is True
     text = out.decode()
     assert "demo finished" in text and "retail-risk / card-velocity" in text
     assert (tmp_path / "actions.jsonl").read_text().strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ def test_bad_input_becomes_dead_letters_with_reasons_and_counts_add_up(rules: Ru
     assert "amount" in letters[4]["error"] and letters[4]["customer_id"] == "c1"
     metrics = generate_latest(observer.registry).decode()
     assert 'crm_dead_letters_total{reason="invalid_event"} 3.0' in metrics
-    assert 'crm_events_total{outcome="processed",type="transaction"} 1.0' in metrics
+    assert 'crm_events_total{outcome="processed",topic="file",type="transaction"} 1.0' in metrics
+    assert 'crm_events_total{outcome="dead_letter",topic="file",type="unknown"} 5.0' in metrics
+    assert 'crm_event_processing_seconds_count{type="transaction"} 1.0' in metrics
 
 
 class ExplodingRules(RuleSet):
@@ -100,14 +103,31 @@ class ExplodingRules(RuleSet):
 
 
 def test_an_exception_while_applying_one_event_is_dead_lettered_not_raised(
-    rules: RuleSet,
+    rules: RuleSet, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = Engine(ExplodingRules(rules.packs), StateCache(MemoryStore()))
-    out = engine.process(records(txn(1), txn(2), txn(3), txn(4)))
+    with caplog.at_level(logging.WARNING, logger="crm_triggers.engine"):
+        out = engine.process(records(txn(1), txn(2), txn(3), txn(4)))
     assert out.processed == 3
     (letter,) = [json.loads(d) for d in out.dead_letters]
     assert letter["reason"] == "processing_error"
     assert "RuntimeError: boom" in letter["error"]
+    # a bug: logged at ERROR with its traceback and the event's id to find it by
+    (logged,) = caplog.records
+    assert logged.levelno == logging.ERROR and logged.exc_info is not None
+    assert logged.__dict__["event_id"] == "e2" and logged.__dict__["reason"] == "processing_error"
+
+
+def test_dead_letters_are_logged_at_most_ten_a_second(
+    rules: RuleSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Engine(rules, StateCache(MemoryStore()))
+    with caplog.at_level(logging.WARNING, logger="crm_triggers.engine"):
+        out = engine.process([Record(b"{not json", f"test:{i}") for i in range(1000)])
+    assert len(out.dead_letters) == 1000  # every one dead-lettered and counted...
+    assert 10 <= len(caplog.records) < 20  # ...but not 1,000 log lines
+    assert caplog.records[0].levelno == logging.WARNING
+    assert "test:0" in caplog.records[0].getMessage()
 
 
 def test_redelivered_events_are_dropped_and_fire_nothing_twice(rules: RuleSet) -> None:
