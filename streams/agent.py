@@ -54,7 +54,8 @@ from faust.exceptions import ProducerSendError
 from faust.streams import Stream, _current_event
 from faust.types import TP, EventT, StreamT
 
-from monitoring.metrics import PrometheusObserver
+from monitoring.health import Check, Health, Progress, serve
+from monitoring.metrics import PrometheusObserver, WorkerGauges
 from rules.ruleset import RuleSet
 from state.store import StateCache
 from streams.engine import BatchOutput, Engine, Record
@@ -122,6 +123,12 @@ class Input:
 
 STALL_REPORT = 5.0
 """Seconds a delivery may take before the worker says it waits, and why."""
+
+HEALTH_EVERY = 5.0
+"""Seconds between health reports (readiness checks, lag, state size)."""
+
+DISK_EVERY = 60.0
+"""Seconds between measurements of the state folder's size on disk."""
 
 
 class Refetcher:
@@ -325,6 +332,15 @@ class Worker:
         self.app.timer(max(settings.max_task_idle_ms / 1000, 0.01))(self._tick)
         self.app.on_partitions_revoked.connect(self._revoked)
         self._commits_guarded = False
+        # health and runtime metrics (`_report`): next offset to process per input partition
+        self.position: dict[tuple[str, int], int] = {}
+        self.processed = 0  # input records processed so far
+        self.health = Health().register(observer.registry)
+        self.gauges = WorkerGauges(observer.registry)
+        self.progress = Progress(settings.ready_stall_s)
+        self._broker: Check = Check("broker", False, "not checked yet")
+        self._disk_at = -math.inf
+        self.app.timer(HEALTH_EVERY)(self._report)
 
     def _guard_commits(self) -> None:
         """Faust commits offsets (and, with exactly_once, ends the Kafka transaction) from
@@ -449,6 +465,7 @@ class Worker:
             dropped = self.merger.forget({tp.partition for tp in revoked})
             for tp in revoked:
                 self.last_offset.pop((tp.topic, tp.partition), None)
+                self.position.pop((tp.topic, tp.partition), None)
         if dropped:
             log.info("partitions revoked: %d buffered records left to the new owner", len(dropped))
 
@@ -501,6 +518,8 @@ class Worker:
         outputs: list[Message] = []
         tids: dict[int, str | None] = {}
         fits = self.limits.fits
+        kinds: list[str] = []  # of the actions, for the event-to-action latency
+        times: list[float] = []
         for partition, partition_records in by_partition.items():
             inputs = [r.item for r in partition_records]
             tid = tids[partition] = self._transactional_id(inputs[0])
@@ -517,12 +536,15 @@ class Worker:
                         f"{i.topic}/{i.partition}@{i.offset}",
                         f"{i.topic}/{i.partition}",
                         i.offset,
+                        i.topic,
                     )
                     for i in inputs
                 ]
                 out = self.engine.process(records, flush=False)
             finally:
                 _current_event.reset(token)
+            kinds.extend(kind for kind, _ in out.action_keys)
+            times.extend(out.action_times)
             for topic, key, value in self._outputs(out):
                 if len(value) + (len(key) if key else 0) > fits[topic]:
                     # rarely: near or over the topic's limit; measured exactly
@@ -544,8 +566,12 @@ class Worker:
             if not isinstance(exc, Exception):
                 raise
             return
+        if kinds:
+            now = time.time()
+            self.gauges.action_latency(kinds, [now - t for t in times])
         assert self.stream is not None
         consumer: Any = self.app.consumer
+        position = self.position
         for partition_records in by_partition.values():
             for r in partition_records:
                 i = r.item
@@ -553,6 +579,10 @@ class Worker:
                     await self.stream.ack(i.event)
                 else:  # read again by the worker: let Faust commit past it
                     await consumer._add_gap(TP(i.topic, i.partition), i.offset, i.offset)
+                where = (i.topic, i.partition)
+                if i.offset >= position.get(where, 0):
+                    position[where] = i.offset + 1
+            self.processed += len(partition_records)
 
     def _outputs(self, out: BatchOutput) -> Iterator[tuple[str, bytes | None, bytes]]:
         t = self.settings.topics
@@ -907,6 +937,7 @@ class Worker:
         if self.failed is not None:
             return
         self.failed = exc
+        self.health.fail(f"a batch could not be delivered: {exc}")
         self._fail_pending(exc)
         stopping = self.app.should_stop
         if self.exactly_once:
@@ -947,6 +978,78 @@ class Worker:
                 self.app.tables.persist_offset_on_commit(store, tp, offset)
             else:
                 store.set_persisted_offset(tp, offset)
+
+    async def _report(self) -> None:
+        """Every HEALTH_EVERY seconds: readiness checks (for /readyz), consumer lag, progress
+        and state size (for /metrics). Also the liveness heartbeat: it runs on the event
+        loop, so a stuck loop stops it."""
+        with contextlib.suppress(Exception):  # a report must never break the worker
+            if self.failed is None:
+                self.health.report(await self._checks())
+
+    async def _checks(self) -> list[Check]:
+        app: Any = self.app
+        consumer: Any = app.consumer
+        assigned = {tp for tp in consumer.assignment() if tp.topic in self.types}
+        lag: dict[tuple[str, int], int] = {}
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            try:
+                highwater = consumer.highwater(tp)  # the last stable offset with exactly_once
+            except (KeyError, AttributeError, AssertionError, TypeError):
+                highwater = None
+            position = self.position.get(key)
+            if position is None:  # nothing processed yet: where the group starts
+                position = consumer._committed_offset.get(tp)
+            if highwater is not None and position is not None:
+                lag[key] = max(0, highwater - position)
+        total = sum(lag.values()) if lag else None  # of the partitions whose lag is known
+        self.progress.update(total, self.processed)
+        idle = self.progress.idle_for()
+        self.gauges.update(lag, len(assigned), time.time() - idle)
+        self._broker = await asyncio.to_thread(self._check_broker)
+        keys = None
+        with contextlib.suppress(Exception):
+            store: Any = self.table.data
+            dbs = store._dbs.values()
+            keys = sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in dbs)
+        disk = None
+        if time.monotonic() - self._disk_at >= DISK_EVERY:
+            self._disk_at = time.monotonic()
+            disk = await asyncio.to_thread(_folder_bytes, Path(app.conf.tabledir))
+        self.gauges.state(keys, disk)
+        recovery = app.tables.recovery
+        recovering = app.rebalancing or recovery.in_recovery or not recovery.completed.is_set()
+        n = len(assigned)
+        return [
+            Check(
+                "partitions",
+                n > 0,
+                f"{n} input partitions assigned"
+                if n
+                else "no input partitions assigned (a rebalance, or more workers than partitions)",
+            ),
+            Check(
+                "recovery",
+                not recovering,
+                "state restored" if not recovering else "rebalancing or restoring state",
+            ),
+            self._broker,
+            self.progress.check(total),
+        ]
+
+    def _check_broker(self) -> Check:
+        """Whether Kafka answers and holds the input topics (blocking: run off the loop)."""
+        if self._admin is None:
+            self._admin = admin_client(self.settings)
+        try:
+            existing = self._admin.list_topics(timeout=5).topics
+        except KafkaException as exc:
+            return Check("broker", False, f"Kafka does not answer: {exc.args[0]}")
+        missing = [t for t in self.types if t not in existing]
+        if missing:
+            return Check("broker", False, f"input topics missing: {', '.join(missing)}")
+        return Check("broker", True, f"reachable, {len(existing)} topics")
 
     def _transactional_id(self, record: Input) -> str | None:
         """With exactly_once, the Kafka transaction of the record's input partition (the one
@@ -1008,8 +1111,8 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def run_worker(settings: Settings, rules: RuleSet) -> int:
-    """Run a worker until it is stopped (SIGINT/SIGTERM); serves /metrics on web_port."""
-    from prometheus_client import start_http_server
+    """Run a worker until it is stopped (SIGINT/SIGTERM); serves /metrics, /healthz and
+    /readyz on web_port."""
 
     def say(message: str) -> None:
         print(f"crm-triggers worker: {message}", file=sys.stderr, flush=True)
@@ -1019,10 +1122,10 @@ def run_worker(settings: Settings, rules: RuleSet) -> int:
     for problem in limits.read(settings):  # Kafka's default limit for those topics
         say(f"{problem}; assuming Kafka's default ({DEFAULT_MAX_MESSAGE_BYTES} bytes)")
     observer = PrometheusObserver()
-    if settings.web_port:
-        start_http_server(settings.web_port, registry=observer.registry)
-        log.info("metrics on http://0.0.0.0:%d/metrics", settings.web_port)
     worker = Worker(settings, rules, observer, limits)
+    if settings.web_port:
+        serve(settings.web_port, observer.registry, worker.health)
+        log.info("/metrics, /healthz and /readyz on http://0.0.0.0:%d", settings.web_port)
     clean = CleanShutdown(Path(worker.app.conf.tabledir), enabled=worker.exactly_once)
     clean.check(say)
     faust_worker = faust.Worker(
@@ -1069,3 +1172,13 @@ class CleanShutdown:
         if self.enabled:
             self.marker.parent.mkdir(parents=True, exist_ok=True)
             self.marker.touch()
+
+
+def _folder_bytes(folder: Path) -> int:
+    """The size of the files under `folder` (0 if it does not exist)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total

@@ -66,7 +66,12 @@ class Settings(BaseSettings):
         5000, ge=0, description="longest wait for records known to be on their way"
     )
     state_ttl_days: float = Field(730, gt=0)
-    web_port: int = Field(6066, ge=0, description="HTTP port for /metrics (0: off)")
+    web_port: int = Field(
+        6066, ge=0, description="HTTP port for /metrics, /healthz and /readyz (0: off)"
+    )
+    ready_stall_s: float = Field(
+        60, gt=0, description="/readyz fails when there is lag and nothing processed this long"
+    )
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,17 @@ def input_at(s: Settings, origin: str) -> dict[str, Any]:
         consumer.close()
 
 
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """The worker's /readyz: status and body (0 and {} while it does not listen)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
 def log_of(tmp_path: Path, n: int = 0) -> str:
     return (tmp_path / f"worker-{n}.log").read_text(errors="replace")
 
@@ -232,8 +244,11 @@ def test_a_deleted_output_topic_holds_the_worker_until_it_exists_again_and_nothi
     half = len(events) // 2
     first_half = set(_ids(events[:half]))
     produce(settings, events[:half])
+    settings.web_port = port = free_port()
+    settings.ready_stall_s = 3
     worker = start_worker()
     collect(settings, {k for k in scenario["decisions"] if k[0] in first_half})
+    wait_for(lambda: readyz(port)[0] == 200, "the worker is ready")
     alerts = settings.topics.alerts
     delete_topic(settings, alerts)  # the alerts delivered so far are gone with it
     produce(settings, events[half:], in_order=True)
@@ -241,9 +256,17 @@ def test_a_deleted_output_topic_holds_the_worker_until_it_exists_again_and_nothi
     assert worker.poll() is None, "the worker waits for the topic"
     flood = log_of(tmp_path).count("not found in cluster metadata")
     assert flood <= 5, f"aiokafka's log is throttled ({flood} lines)"
+    # lag and no progress for ready_stall_s: not ready, and /readyz says why; still alive
+    stalled = wait_for(lambda: readyz(port)[0] == 503 and readyz(port)[1], "/readyz says 503")
+    assert not stalled["checks"]["progress"]["ok"], stalled
+    assert "nothing processed for" in stalled["checks"]["progress"]["detail"]
+    assert stalled["checks"]["broker"]["ok"] and stalled["checks"]["partitions"]["ok"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+        assert r.status == 200
     create_topic(settings, alerts)
     got = collect(settings, scenario["decisions"], timeout=75)
     assert worker.poll() is None
+    wait_for(lambda: readyz(port)[0] == 200, "ready again once it makes progress")
     assert_same_decisions(got, scenario)
     actions = [a for a, _ in replay_actions(events)]
     offers = {a["action_id"] for a in actions if a["kind"] == "offer"}
