@@ -26,10 +26,10 @@ ranges (``12345678..12345699``), UUIDs, hex ids and other ids that glue digits t
 (``e42-000001234``), durations and sizes (``12345678ms``, ``12345678 bytes``), numbers
 after an operational key (``offset=``, ``lag``, ``ts=``, ...), small counts, versions and
 amounts with a decimal point. The values of the correlation keys (`TRUSTED_KEYS`: event
-id, rule id, pack, topic, partition, offset, connector) are never masked. Names in free
-text cannot be recognised: pass them, if at all, under a personal key. Numbers passed as
-``int`` extras are not inspected (offsets, counts, timestamps): put a personal number
-under a personal key, or better, leave it out.
+id, rule id, pack, action id, origin, topic, partition, offset, connector) are never
+masked. Names in free text cannot be recognised: pass them, if at all, under a personal
+key. Numbers passed as ``int`` extras are not inspected (offsets, counts, timestamps):
+put a personal number under a personal key, or better, leave it out.
 
 Card numbers are masked even where a long digit run would be kept (glued to letters,
 after ``offset=``), except in the fraction or integer part of a decimal number: a
@@ -159,7 +159,17 @@ PERSONAL_KEYS: Final = frozenset(
 
 # Correlation keys: their string values are ids operators search for, never masked.
 TRUSTED_KEYS: Final = frozenset(
-    {"event_id", "rule_id", "pack", "topic", "partition", "offset", "connector"}
+    {
+        "event_id",
+        "rule_id",
+        "pack",
+        "action_id",
+        "origin",
+        "topic",
+        "partition",
+        "offset",
+        "connector",
+    }
 )
 
 

@@ -657,7 +657,19 @@ class Worker:
             action_id=ids.action_id,
             dead_letter_reason=ids.reason if kind == "dead_letter" else None,
         )
-        log.warning("output too large: %s; sent to %s as output_too_large", error, t.dlq)
+        ids_seen = {
+            "event_id": ids.event_id,
+            "rule_id": ids.rule_id,
+            "pack": ids.pack,
+            "action_id": ids.action_id,
+            "origin": origin,
+        }
+        log.warning(
+            "output too large: %s; sent to %s as output_too_large",
+            error,
+            t.dlq,
+            extra={k: v for k, v in ids_seen.items() if v is not None},
+        )
         self.observer.dead_letter("output_too_large")
         return t.dlq, key, msgspec.json.encode(letter)
 
