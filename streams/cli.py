@@ -156,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=9108,
         metavar="PORT",
-        help="serve Prometheus /metrics here (0: off)",
+        help="serve Prometheus /metrics, /healthz and /readyz here (0: off)",
     )
     d.add_argument("--out", metavar="DIR", help="also write actions and decisions here")
     d.set_defaults(run=_demo)
