@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,18 @@ def test_prometheus_scrapes_every_worker() -> None:
     config = yaml.safe_load(mounted("prometheus", "/etc/prometheus/prometheus.yml").read_text())
     sd = [sd for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])]
     assert any("worker" in sd["names"] and sd["port"] == 6066 for sd in sd)
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert jobs == {"crm-triggers-worker", "crm-triggers-deliver"}  # the alerts' job labels
+
+
+def test_prometheus_loads_the_alert_rules() -> None:
+    """rule_files resolve relative to prometheus.yml: each is mounted beside it. promtool
+    checks the layout itself in tests/monitoring/test_alerts.py."""
+    config = yaml.safe_load(mounted("prometheus", "/etc/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    for name in config["rule_files"]:
+        rules = yaml.safe_load(mounted("prometheus", f"/etc/prometheus/{name}").read_text())
+        assert rules["groups"] and all(group["rules"] for group in rules["groups"])
 
 
 def test_grafana_provisioning() -> None:
@@ -127,6 +140,25 @@ def test_grafana_provisioning() -> None:
     sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
     assert sources["datasources"][0]["url"] == "http://prometheus:9090"
     assert env("grafana")["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+
+
+def test_grafana_provisions_the_dashboards() -> None:
+    provisioning = mounted("grafana", "/etc/grafana/provisioning")
+    uid = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ][0]["uid"]
+    providers = yaml.safe_load((provisioning / "dashboards" / "crm-triggers.yml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    folder = mounted("grafana", provider["options"]["path"])  # the provider reads the mount
+    dashboards = sorted(folder.glob("*.json"))
+    assert [d.name for d in dashboards] == ["crm-triggers.json"]
+    for path in dashboards:
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] and dashboard["title"], path
+        assert {"uid": uid, "type": "prometheus"} in [
+            p.get("datasource") for p in dashboard["panels"]
+        ], f"{path}: no panel on the provisioned datasource {uid!r}"
 
 
 def test_dockerfile() -> None:
