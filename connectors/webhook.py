@@ -422,7 +422,8 @@ class WebhookDelivery:
         letter = dead_letter(self.name, reason, attempts, record, sink="webhook", url=url)
         self._dead_letter.write_batch([letter])
         self.dead_lettered += 1
-        log.warning(
+        # DEBUG: the dispatch logs every dead letter at WARNING with the action's ids
+        log.debug(
             "webhook record dead-lettered",
             extra={"url": self._config.safe_url, "reason": reason, "attempts": attempts},
         )

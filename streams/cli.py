@@ -174,7 +174,11 @@ def _parser() -> argparse.ArgumentParser:
         "--connectors", required=True, metavar="FILE", help="connectors and routes (YAML)"
     )
     dl.add_argument(
-        "--metrics-port", type=int, default=6067, metavar="PORT", help="/metrics (0: off)"
+        "--metrics-port",
+        type=int,
+        default=6067,
+        metavar="PORT",
+        help="/metrics, /healthz and /readyz (0: off)",
     )
     dl.set_defaults(run=_deliver)
     conn = sub.add_parser("connectors", help="work with delivery configs").add_subparsers(

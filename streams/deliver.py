@@ -15,32 +15,54 @@ committed only after the batch is delivered, dead-lettered or held: delivery is 
 once. After a crash or a rebalance a batch may be delivered again with the same
 `action_id` (the webhook's `Idempotency-Key`). A sink that fails (`SinkError`: a Kafka
 topic gone, a full disk) gets the batch again after a backoff; nothing is skipped.
+
+For an SRE, on `--metrics-port` (6067): /metrics (`monitoring/delivery.py` and the process
+metrics), /healthz (alive while the main thread keeps reporting and no connector died) and
+/readyz. Each loop refreshes its connector's lag (high watermark minus the next record to
+deliver, per assigned partition) every `LAG_EVERY_S` from its own thread (a confluent
+consumer is not to be shared); every `REPORT_EVERY_S` the main thread reads what the
+loops published and reports readiness: every loop running, every connector with
+partitions assigned, the broker answering with the action topics, and every connector
+making progress (lag and no batch settled for `Settings.ready_stall_s` is a stall; the
+detail says what the connector is waiting for, e.g. an endpoint whose circuit is open).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from prometheus_client import CollectorRegistry, start_http_server
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
 
 from connectors.base import SharedSink, Sink, SinkError
 from connectors.config import DeliveryConfig, KafkaConnector
-from connectors.dispatch import Batch, ConnectorDispatch, open_with_backoff
+from connectors.dispatch import Batch, ConnectorDispatch, LetterTap, open_with_backoff
 from connectors.factory import build_sink
 from connectors.hold import HoldStore
 from monitoring.delivery import DeliveryCollector
+from monitoring.health import ALIVE_WITHIN, Check, Health, Progress, serve
+from monitoring.metrics import standard_collectors
 from streams.settings import Settings
+from streams.topics import admin_client
 
 log = logging.getLogger("crm_triggers.deliver")
 
 SHUTDOWN_GRACE_S = 10.0
+LAG_EVERY_S = 2.0
+"""Seconds between refreshes of a connector's lag (by its loop thread)."""
+REPORT_EVERY_S = 2.0
+"""Seconds between health reports (the main thread)."""
+BROKER_EVERY_S = 5.0
+"""Seconds between checks that the broker answers (an AdminClient metadata request)."""
 
 
 def build_dispatches(
@@ -62,9 +84,10 @@ def build_dispatches(
     shared = SharedSink(dead_letter)  # one file or producer, whatever the connectors
     dispatches = []
     for n, (name, connector) in enumerate(config.connectors.items()):
-        sink = build_sink(name, connector, dead_letter=shared, **common)
+        letters = LetterTap(shared)  # which actions the sink dead-letters, for the counts
+        sink = build_sink(name, connector, dead_letter=letters, **common)
         hold = HoldStore(Path(config.hold_dir) / name)
-        dispatches.append(ConnectorDispatch(name, config, sink, shared, hold, primary=n == 0))
+        dispatches.append(ConnectorDispatch(name, config, sink, letters, hold, primary=n == 0))
     return dispatches, dead_letter
 
 
@@ -73,6 +96,8 @@ class _Job:
     batch: Batch
     commit: dict[tuple[str, int], int]  # next offset to commit, per partition
     first: dict[tuple[str, int], int]  # where the batch started, to read it again
+    records: int = 0  # input records it settles (committed once it is done)
+    started: float = field(default_factory=time.monotonic)
     thread: threading.Thread | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -100,6 +125,14 @@ class ConnectorLoop:
         self.quick_s = quick_s  # a batch taking longer pauses the consumer
         self.job: _Job | None = None
         self.failed: BaseException | None = None
+        self.start_from = start_from
+        # published by the loop thread for the main thread's health report
+        self.consuming = False  # the sink is open and the consumer subscribed
+        self.assigned: tuple[tuple[str, int], ...] = ()  # as of the last lag refresh
+        self.settled = 0  # input records delivered, dead-lettered, held or not ours
+        self.beat = time.monotonic()  # the loop turned (a stuck loop stops it)
+        self._lag_at = -LAG_EVERY_S
+        self._committed: dict[tuple[str, int], int] = {}  # the group's, read once per partition
         self.thread = threading.Thread(target=self._run, name=f"deliver-{dispatch.name}")
         self.consumer = Consumer(
             {
@@ -139,12 +172,69 @@ class ConnectorLoop:
             return
         topics = [self.settings.topics.offers, self.settings.topics.alerts]
         self.consumer.subscribe(topics, on_revoke=self._revoked, on_lost=self._revoked)
+        self.consuming = True
         log.info("connector %s: consuming %s", name, ", ".join(topics))
         while not self.stop.is_set():
+            self.beat = time.monotonic()
+            if self.beat - self._lag_at >= LAG_EVERY_S:
+                self._lag_at = self.beat
+                self._refresh_lag()
             if self.job is None:
                 self._next_batch()
             else:
                 self._wait_for_job(self.job)
+
+    def _refresh_lag(self) -> None:
+        """Publishes the lag of every partition assigned now (`dispatch.stats.lag`): high
+        watermark minus the next record to deliver. That is where the batch in flight
+        started, for its partitions; else the consumer's position (what it read before is
+        committed); before it has read anything, the group's committed offset (or, with
+        none, where `start_from` starts). While a batch is in flight the consumer is
+        paused and fetches nothing, so the watermarks are asked of the broker then."""
+        try:
+            assignment = self.consumer.assignment()
+            tps = {(tp.topic, tp.partition): tp for tp in assignment}
+            self.assigned = tuple(sorted(tps))
+            for gone in set(self._committed) - set(tps):
+                del self._committed[gone]
+            positions = {
+                (tp.topic, tp.partition): tp.offset for tp in self.consumer.position(assignment)
+            }
+            unknown = [
+                tp
+                for key, tp in tps.items()
+                if positions.get(key, -1) < 0 and key not in self._committed
+            ]
+            if unknown:
+                for tp in self.consumer.committed(unknown, timeout=5):
+                    self._committed[tp.topic, tp.partition] = tp.offset
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("connector %s: lag not refreshed: %s", self.dispatch.name, exc)
+            return
+        job = self.job
+        lag: dict[tuple[str, int], int] = {}
+        for key, tp in tps.items():
+            try:
+                watermarks = self.consumer.get_watermark_offsets(
+                    tp, timeout=1.0, cached=job is None
+                )
+            except KafkaException:
+                watermarks = None
+            if watermarks is None or watermarks[1] < 0:
+                if key in self.dispatch.stats.lag:  # not known now: the last value stands
+                    lag[key] = self.dispatch.stats.lag[key]
+                continue
+            low, high = watermarks
+            if job is not None and key in job.first:
+                done = job.first[key]
+            elif positions.get(key, -1) >= 0:
+                done = positions[key]
+            elif self._committed.get(key, OFFSET_INVALID) >= 0:
+                done = self._committed[key]
+            else:  # no offset committed: the group starts at one end
+                done = low if self.start_from == "earliest" else high
+            lag[key] = max(0, high - max(done, low))
+        self.dispatch.stats.lag = lag  # replaced whole: the collector reads it at any time
 
     def _next_batch(self) -> None:
         messages = self.consumer.consume(self.batch_size, timeout=0.2)
@@ -177,8 +267,9 @@ class ConnectorLoop:
         self.dispatch.add_due(batch, self.batch_size - len(batch))
         if not len(batch):
             self._commit(commit)
+            self.settled += len(records)
             return
-        job = self.job = _Job(batch, commit, first)
+        job = self.job = _Job(batch, commit, first, len(records))
         job.thread = threading.Thread(
             target=self._send, args=(job,), name=f"send-{self.dispatch.name}", daemon=True
         )
@@ -216,6 +307,7 @@ class ConnectorLoop:
         """Commits a delivered batch; rewinds to a failed one, to send it again."""
         if job.error is None:
             self._commit(job.commit)
+            self.settled += job.records
         elif isinstance(job.error, SinkError):
             log.error(
                 "connector %s: delivery failed, sending the batch again in %.0f s: %s",
@@ -256,15 +348,20 @@ class ConnectorLoop:
             log.warning("connector %s: commit failed: %s", self.dispatch.name, exc.args[0])
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        lag = self.dispatch.stats.lag
+        self.dispatch.stats.lag = {tp: n for tp, n in lag.items() if tp not in gone}
         job = self.job
         if job is None:
             return
-        gone = {(tp.topic, tp.partition) for tp in partitions}
         for tp in gone:  # their new owner reads them from the committed offset
             job.commit.pop(tp, None)
             job.first.pop(tp, None)
 
     def _shutdown(self) -> None:
+        self.consuming = False
+        self.assigned = ()
+        self.dispatch.stats.lag = {}
         job = self.job
         if job is not None and job.done.wait(SHUTDOWN_GRACE_S) and job.error is None:
             self._commit(job.commit)
@@ -284,6 +381,120 @@ class ConnectorLoop:
         self.dispatch.close()
 
 
+class DeliveryHealth:
+    """The readiness of `deliver`, worked out on the main thread from what the connector
+    loops publish (it never touches their consumers): per connector, its loop running,
+    partitions assigned and progress; and the broker answering (an AdminClient of its own,
+    asked every BROKER_EVERY_S)."""
+
+    def __init__(
+        self,
+        loops: list[ConnectorLoop],
+        settings: Settings,
+        health: Health,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        broker: Callable[[], Check] | None = None,
+    ) -> None:
+        """`broker`: the broker check (default: an AdminClient's metadata request)."""
+        self.loops = loops
+        self.settings = settings
+        self.health = health
+        self.clock = clock
+        self._check_broker = broker or self._ask_broker
+        self.progress = {
+            loop.dispatch.name: Progress(settings.ready_stall_s, clock) for loop in loops
+        }
+        self._admin: AdminClient | None = None
+        self._broker = Check("broker", False, "not checked yet")
+        self._broker_at = -math.inf
+        self._seen: dict[str, tuple[int, int]] = {}  # per connector: sink retries, failures
+
+    def report(self) -> list[Check]:
+        now = self.clock()
+        if now - self._broker_at >= BROKER_EVERY_S:
+            self._broker_at = now
+            self._broker = self._check_broker()
+        checks = [self._broker]
+        for loop in self.loops:
+            checks += self._connector(loop, now)
+        failed = [loop for loop in self.loops if loop.failed is not None]
+        if failed:
+            self.health.fail(
+                "; ".join(
+                    f"connector {loop.dispatch.name} stopped on an error: {loop.failed!r}"
+                    for loop in failed
+                )
+            )
+        self.health.report(checks)
+        return checks
+
+    def _connector(self, loop: ConnectorLoop, now: float) -> list[Check]:
+        name = loop.dispatch.name
+        stats = loop.dispatch.stats
+        if loop.failed is not None:
+            running = Check(f"loop:{name}", False, f"stopped on an error: {loop.failed!r}")
+        elif not loop.thread.is_alive():
+            running = Check(f"loop:{name}", False, "not running")
+        elif not loop.consuming:
+            running = Check(f"loop:{name}", False, "waiting for its sink to open (see the logs)")
+        elif (stuck := now - loop.beat) > ALIVE_WITHIN:
+            running = Check(f"loop:{name}", False, f"its loop has not turned for {stuck:.0f} s")
+        else:
+            running = Check(f"loop:{name}", True, "consuming")
+        n = len(loop.assigned)
+        partitions = Check(
+            f"partitions:{name}",
+            n > 0,
+            f"{n} action topic partitions assigned"
+            if n
+            else "no partitions assigned (starting, a rebalance, or more deliverers than "
+            "partitions)",
+        )
+        lag = dict(stats.lag)
+        total = sum(lag.values()) if lag else None
+        progress = self.progress[name]
+        progress.update(total, loop.settled + stats.released)
+        check = progress.check(total)
+        why = self._waiting_on(loop, now)  # every report: it counts since the last one
+        detail = f"{check.detail}; {why}" if total and why else check.detail
+        return [running, partitions, Check(f"progress:{name}", check.ok, detail)]
+
+    def _waiting_on(self, loop: ConnectorLoop, now: float) -> str:
+        """What a connector waits for, as far as it is known ("" if nothing)."""
+        sink = loop.dispatch.sink
+        retries, failures = int(getattr(sink, "retries", 0)), loop.dispatch.stats.failures
+        before = self._seen.get(loop.dispatch.name, (retries, failures))
+        self._seen[loop.dispatch.name] = (retries, failures)
+        why: list[str] = []
+        job = loop.job
+        if job is not None:
+            why.append(
+                f"a batch of {len(job.batch)} actions in flight for {now - job.started:.0f} s"
+            )
+        if getattr(sink, "circuit_open", False):
+            why.append("the endpoint's circuit is open (it is down or failing)")
+        if retries > before[0]:
+            why.append(f"{retries - before[0]} attempts failed and retried since the last report")
+        if failures > before[1]:
+            why.append(f"{failures - before[1]} batches failed (sent again; see the logs)")
+        return "; ".join(why)
+
+    def _ask_broker(self) -> Check:
+        """Whether Kafka answers and holds the action topics (blocks up to 5 s)."""
+        try:
+            if self._admin is None:
+                self._admin = admin_client(self.settings)
+            existing = self._admin.list_topics(timeout=5).topics
+        except KafkaException as exc:
+            return Check("broker", False, f"Kafka does not answer: {exc.args[0]}")
+        topics = self.settings.topics
+        missing = [t for t in (topics.offers, topics.alerts) if t not in existing]
+        if missing:
+            return Check("broker", False, f"action topics missing: {', '.join(missing)}")
+        return Check("broker", True, f"reachable, {len(existing)} topics")
+
+
 def run_deliver(
     settings: Settings,
     config: DeliveryConfig,
@@ -291,7 +502,8 @@ def run_deliver(
     metrics_port: int = 6067,
     stop: threading.Event | None = None,
 ) -> int:
-    """Runs until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 if a connector failed."""
+    """Runs until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 if a connector failed.
+    Serves /metrics, /healthz and /readyz on `metrics_port` (0: not at all)."""
     stop = stop or threading.Event()
     dispatches, dead_letter = build_dispatches(settings, config)
     loops = [
@@ -299,17 +511,29 @@ def run_deliver(
         for d in dispatches
     ]
     registry = CollectorRegistry()
+    standard_collectors(registry)
     registry.register(DeliveryCollector(dispatches))
-    if metrics_port:
-        start_http_server(metrics_port, registry=registry)
+    health = Health().register(registry)
+    server = serve(metrics_port, registry, health) if metrics_port else None
+    if server is not None:
+        log.info("/metrics, /healthz and /readyz on http://0.0.0.0:%d", server.server_port)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     log.info("delivering to %d connectors: %s", len(loops), ", ".join(config.connectors))
     for loop in loops:
         loop.start()
+    reporter = DeliveryHealth(loops, settings, health)
+    report_at = -math.inf
     while not stop.is_set():
+        if time.monotonic() - report_at >= REPORT_EVERY_S:
+            report_at = time.monotonic()
+            try:
+                reporter.report()
+            except Exception:  # a report must never stop the delivery
+                log.exception("health report failed")
         stop.wait(0.5)
+    health.report([Check("stopping", False, "shutting down")])
     deadline = time.monotonic() + SHUTDOWN_GRACE_S + 15
     for loop in loops:
         loop.thread.join(max(0.1, deadline - time.monotonic()))
@@ -318,6 +542,9 @@ def run_deliver(
             dead_letter.close()
         except SinkError as exc:
             log.error("closing the dead-letter sink: %s", exc)
+    if server is not None:
+        server.shutdown()
+        server.server_close()
     failed = [loop.dispatch.name for loop in loops if loop.failed is not None]
     if failed:
         log.error("stopped: connectors failed: %s", ", ".join(failed))

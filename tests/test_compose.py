@@ -50,6 +50,16 @@ def test_services_and_pinned_images() -> None:
         assert repo and "/" not in tag and tag != "latest", f"{name}: {image} is not pinned"
 
 
+@pytest.mark.parametrize(("service", "port"), [("worker", "6066"), ("deliver", "6067")])
+def test_health_checked_on_healthz_of_the_exposed_port(service: str, port: str) -> None:
+    spec = SERVICES[service]
+    assert port in [str(p) for p in spec.get("expose", [])]
+    probe = " ".join(spec["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/healthz" in probe
+    env_port = env(service).get("CRM_WEB_PORT")
+    assert env_port in (None, port)
+
+
 def test_worker_scales() -> None:
     worker = SERVICES["worker"]
     assert worker["build"] == "."

@@ -1,17 +1,20 @@
 """One connector's dispatch without a broker: routing, holding for quiet hours in RocksDB
-on disk (across a restart), dead letters, and a sink that fails."""
+on disk (across a restart), dead letters, a sink that fails, and what it counts (by kind)
+and logs."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from connectors.base import ListSink, SinkError
+from connectors.base import ListSink, Sink, SinkError, dead_letter
 from connectors.config import DeliveryConfig
-from connectors.dispatch import ConnectorDispatch
+from connectors.dispatch import OUTCOMES, ConnectorDispatch, LetterTap
 from connectors.hold import HoldStore
 
 CONFIG = DeliveryConfig.model_validate(
@@ -147,3 +150,172 @@ def test_a_dead_letter_about_a_huge_record_keeps_its_ids_not_the_record(tmp_path
     parsed = json.loads(letter)
     assert parsed["record_bytes"] == 400_000 and "record" not in parsed
     assert len(letter) < 1000
+
+
+# Counting by kind: every outcome has a kind label, and the kinds of an outcome add up to
+# its total. Which actions of a batch were delivered and which dead-lettered is known per
+# record (the sink's letters pass through the dispatch's LetterTap), not only as a number.
+
+
+def by_kind(d: ConnectorDispatch) -> dict[tuple[str, str], int]:
+    """The non-zero (outcome, kind) counts; each outcome's kinds add up to its total."""
+    s = d.stats
+    for outcome in OUTCOMES:
+        total = sum(n for (o, _), n in s.by_kind.items() if o == outcome)
+        assert total == getattr(s, outcome), outcome
+    return {key: n for key, n in s.by_kind.items() if n}
+
+
+def stamped(n: int, kind: str, ts: float, **extra: Any) -> bytes:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(ts, UTC).isoformat()
+    return action(n, kind, ts=when, event_id=f"e{n}", rule_id="r1", pack="p", **extra)
+
+
+def every(name: str) -> DeliveryConfig:
+    """One connector that every action goes to."""
+    return DeliveryConfig.model_validate(
+        {"connectors": {name: {"type": "stdout"}}, "routes": [{"to": [name]}]}
+    )
+
+
+def test_every_outcome_is_counted_by_kind_and_latency_is_event_time_to_delivery(
+    tmp_path: Path,
+) -> None:
+    clock = [NOW]
+    d = ConnectorDispatch(
+        "all",
+        every("all"),
+        ListSink(),
+        ListSink(),
+        HoldStore(tmp_path / "hold"),
+        clock=lambda: clock[0],
+    )
+    records = [
+        stamped(1, "offer", NOW - 2.0),
+        stamped(2, "alert", NOW - 0.2),
+        stamped(3, "offer", NOW - 30, not_before=NOW + 60),  # held
+        json.dumps({"action_id": "a4", "customer_id": "c4"}).encode(),  # no kind, no ts
+        b"{not json",
+    ]
+    batch = d.take(records)
+    assert batch.held == 1
+    d.take(records[2:3])  # the held one read again: not counted twice
+    d.send(batch)
+    assert by_kind(d) == {
+        ("delivered", "offer"): 1,
+        ("delivered", "alert"): 1,
+        ("delivered", "unknown"): 1,
+        ("held", "offer"): 1,
+        ("dead_lettered", "unknown"): 1,
+    }
+    clock[0] = NOW + 60
+    batch = d.take([])
+    d.add_due(batch, 10)
+    d.send(batch)
+    assert by_kind(d)[("released", "offer")] == 1
+    assert by_kind(d)[("delivered", "offer")] == 2
+
+    [family] = d.latency.collect()
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples["crm_delivery_latency_seconds_count", None] == 3  # delivered with a ts
+    assert samples["crm_delivery_latency_seconds_sum", None] == pytest.approx(2.0 + 0.2 + 90)
+    assert samples["crm_delivery_latency_seconds_bucket", "0.25"] == 1
+    assert samples["crm_delivery_latency_seconds_bucket", "2.5"] == 2
+    assert samples["crm_delivery_latency_seconds_bucket", "60.0"] == 2  # held 90 s
+    assert {s.labels["connector"] for s in family.samples} == {"all"}
+
+
+class Poisoned(ListSink):
+    """Dead-letters the records of some action ids through its dead-letter sink, as the
+    webhook and Kafka sinks do (and counts them, as they do)."""
+
+    def __init__(self, letters: Sink, poison: set[str]) -> None:
+        super().__init__()
+        self.letters, self.poison, self.dead_lettered = letters, poison, 0
+
+    def write_batch(self, records: Sequence[bytes]) -> None:
+        for record in records:
+            if json.loads(record)["action_id"] in self.poison:
+                self.letters.write_batch([dead_letter("hook", "http 500", 5, record, sink="x")])
+                self.dead_lettered += 1
+            else:
+                self.records.append(record)
+
+
+def test_the_dead_lettered_actions_of_a_batch_are_known_by_kind_not_only_their_number(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dlq = ListSink()
+    tap = LetterTap(dlq)
+    sink = Poisoned(tap, poison={"a2", "a3"})
+    d = ConnectorDispatch("hook", every("hook"), sink, tap, None, clock=lambda: NOW)
+    records = [
+        stamped(1, "offer", NOW - 1),
+        stamped(2, "offer", NOW - 1),  # dead-lettered
+        stamped(3, "alert", NOW - 1),  # dead-lettered
+        stamped(4, "alert", NOW - 1),
+        stamped(5, "alert", NOW - 1),
+    ]
+    with caplog.at_level(logging.WARNING, logger="connectors.dispatch"):
+        d.send(d.take(records))
+    assert by_kind(d) == {
+        ("delivered", "offer"): 1,
+        ("delivered", "alert"): 2,
+        ("dead_lettered", "offer"): 1,
+        ("dead_lettered", "alert"): 1,
+    }
+    assert len(dlq.records) == 2 and tap.take() == []
+    [family] = d.latency.collect()
+    count = [s.value for s in family.samples if s.name.endswith("_count")]
+    assert count == [3]  # the delivered ones only
+    # one WARNING per dead letter, with its correlation ids and never the customer
+    logged = [r for r in caplog.records if r.name == "connectors.dispatch"]
+    assert [(r.levelno, r.action_id) for r in logged] == [  # type: ignore[attr-defined]
+        (logging.WARNING, "a2"),
+        (logging.WARNING, "a3"),
+    ]
+    first = logged[0].__dict__
+    assert (first["event_id"], first["rule_id"], first["pack"], first["connector"]) == (
+        "e2",
+        "r1",
+        "p",
+        "hook",
+    )
+    assert "customer_id" not in first and "c2" not in logged[0].getMessage()
+
+
+def test_dead_letters_past_the_tap_keep_the_totals_right(tmp_path: Path) -> None:
+    """A sink wired to another dead-letter sink: which ones is not known, but each outcome's
+    kinds still add up to its total."""
+    sink = Poisoned(ListSink(), poison={"a2"})
+    d = ConnectorDispatch("hook", every("hook"), sink, ListSink(), None, clock=lambda: NOW)
+    d.send(d.take([stamped(n, "offer", NOW) for n in (1, 2, 3)]))
+    assert (d.stats.delivered, d.stats.dead_lettered) == (2, 1)
+    assert by_kind(d) == {("delivered", "offer"): 2, ("dead_lettered", "offer"): 1}
+
+
+def test_dead_letters_are_logged_at_most_ten_a_second_and_held_ones_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tap = LetterTap(ListSink())
+    poison = {f"a{n}" for n in range(30)}
+    d = ConnectorDispatch(
+        "hook",
+        every("hook"),
+        Poisoned(tap, poison),
+        tap,
+        HoldStore(tmp_path / "h"),
+        clock=lambda: NOW,
+    )
+    with caplog.at_level(logging.DEBUG, logger="connectors.dispatch"):
+        batch = d.take(
+            [stamped(n, "offer", NOW) for n in range(30)]
+            + [stamped(99, "alert", NOW, not_before=NOW + 5)]
+        )
+        d.send(batch)
+    levels = [(r.levelno, r.getMessage().split(" by ")[0]) for r in caplog.records]
+    assert levels.count((logging.WARNING, "action dead-lettered")) == 10
+    assert (logging.DEBUG, "action held for quiet hours") in levels
+    assert d.stats.dead_lettered == 30 and by_kind(d)[("held", "alert")] == 1
