@@ -39,6 +39,7 @@ from streams.deliver import run_deliver
 from streams.settings import Settings, Topics
 from streams.topics import create_topics
 from tests.connectors.endpoint import SECRET, Endpoint, serve
+from tests.integration.promtext import sample, samples
 
 from .conftest import consume
 
@@ -173,19 +174,6 @@ def free_port() -> int:
         return port
 
 
-def sample(metrics: str, name: str, **labels: str) -> float:
-    """The sum of the samples `name` whose labels include `labels` (0 if there are none)."""
-    total = 0.0
-    for line in metrics.splitlines():
-        m = re.match(rf"{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
-        if m is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
-
-
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -257,10 +245,9 @@ def test_a_down_endpoint_holds_back_only_its_connector_and_then_gets_every_actio
 
         def caught_up() -> bool:
             metrics = deliverer.metrics()
-            lags = [sample(metrics, "crm_delivery_lag", connector=c) for c in connectors]
-            return lags == [0, 0, 0] and all(
-                f'crm_delivery_lag{{connector="{c}"' in metrics for c in connectors
-            )
+            if not all(samples(metrics, "crm_delivery_lag", connector=c) for c in connectors):
+                return False
+            return all(sample(metrics, "crm_delivery_lag", connector=c) == 0 for c in connectors)
 
         wait_for("no lag left", caught_up, timeout=30)
 

@@ -20,6 +20,7 @@ import pytest
 from scripts.promtool import ensure_promtool
 from streams.settings import Settings
 from tests.integration import test_worker
+from tests.integration.promtext import sample, samples
 from tests.integration.test_worker import collect, produce
 from tests.integration.test_worker_faults import free_port, wait_for
 
@@ -38,20 +39,6 @@ def get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
-def sample(metrics: str, name: str, **labels: str) -> float:
-    """The value of one sample (labels given must match; others may be present)."""
-    total = None
-    for line in metrics.splitlines():
-        m = re.match(rf"{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
-        if m is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total = (total or 0.0) + float(m.group(3))
-    assert total is not None, f"no sample {name} {labels}"
-    return total
-
-
 def test_worker_serves_metrics_promtool_accepts_and_says_when_it_is_ready(
     settings: Settings, scenario: dict[str, Any], start_worker: Any, tmp_path: Path
 ) -> None:
@@ -68,7 +55,7 @@ def test_worker_serves_metrics_promtool_accepts_and_says_when_it_is_ready(
 
     def caught_up() -> str | None:
         _, metrics = get(port, "/metrics")
-        if not metrics:
+        if not samples(metrics, "crm_consumer_lag") or not samples(metrics, "crm_events_total"):
             return None
         lag = sample(metrics, "crm_consumer_lag")
         processed = sample(metrics, "crm_events_total")
