@@ -54,7 +54,7 @@ from faust.exceptions import ProducerSendError
 from faust.streams import Stream, _current_event
 from faust.types import TP, EventT, StreamT
 
-from monitoring.health import Check, Health, Progress, serve
+from monitoring.health import Health, serve
 from monitoring.metrics import PrometheusObserver, WorkerGauges
 from rules.ruleset import RuleSet
 from state.store import StateCache
@@ -78,6 +78,7 @@ from streams.outputs import (
 )
 from streams.settings import STATE_TABLE, Settings
 from streams.topics import admin_client, wait_for_kafka
+from streams.worker_health import HEALTH_EVERY, WorkerReport
 
 log = logging.getLogger("crm_triggers.worker")
 
@@ -123,12 +124,6 @@ class Input:
 
 STALL_REPORT = 5.0
 """Seconds a delivery may take before the worker says it waits, and why."""
-
-HEALTH_EVERY = 5.0
-"""Seconds between health reports (readiness checks, lag, state size)."""
-
-DISK_EVERY = 60.0
-"""Seconds between measurements of the state folder's size on disk."""
 
 
 class Refetcher:
@@ -332,15 +327,13 @@ class Worker:
         self.app.timer(max(settings.max_task_idle_ms / 1000, 0.01))(self._tick)
         self.app.on_partitions_revoked.connect(self._revoked)
         self._commits_guarded = False
-        # health and runtime metrics (`_report`): next offset to process per input partition
+        # for health and runtime metrics (streams/worker_health.py): the next offset to
+        # process per input partition, and how many input records were processed
         self.position: dict[tuple[str, int], int] = {}
-        self.processed = 0  # input records processed so far
+        self.processed = 0
         self.health = Health().register(observer.registry)
         self.gauges = WorkerGauges(observer.registry)
-        self.progress = Progress(settings.ready_stall_s)
-        self._broker: Check = Check("broker", False, "not checked yet")
-        self._disk_at = -math.inf
-        self.app.timer(HEALTH_EVERY)(self._report)
+        self.app.timer(HEALTH_EVERY)(WorkerReport(self).report)
 
     def _guard_commits(self) -> None:
         """Faust commits offsets (and, with exactly_once, ends the Kafka transaction) from
@@ -991,78 +984,6 @@ class Worker:
             else:
                 store.set_persisted_offset(tp, offset)
 
-    async def _report(self) -> None:
-        """Every HEALTH_EVERY seconds: readiness checks (for /readyz), consumer lag, progress
-        and state size (for /metrics). Also the liveness heartbeat: it runs on the event
-        loop, so a stuck loop stops it."""
-        with contextlib.suppress(Exception):  # a report must never break the worker
-            if self.failed is None:
-                self.health.report(await self._checks())
-
-    async def _checks(self) -> list[Check]:
-        app: Any = self.app
-        consumer: Any = app.consumer
-        assigned = {tp for tp in consumer.assignment() if tp.topic in self.types}
-        lag: dict[tuple[str, int], int] = {}
-        for tp in assigned:
-            key = (tp.topic, tp.partition)
-            try:
-                highwater = consumer.highwater(tp)  # the last stable offset with exactly_once
-            except (KeyError, AttributeError, AssertionError, TypeError):
-                highwater = None
-            position = self.position.get(key)
-            if position is None:  # nothing processed yet: where the group starts
-                position = consumer._committed_offset.get(tp)
-            if highwater is not None and position is not None:
-                lag[key] = max(0, highwater - position)
-        total = sum(lag.values()) if lag else None  # of the partitions whose lag is known
-        self.progress.update(total, self.processed)
-        idle = self.progress.idle_for()
-        self.gauges.update(lag, len(assigned), time.time() - idle)
-        self._broker = await asyncio.to_thread(self._check_broker)
-        keys = None
-        with contextlib.suppress(Exception):
-            store: Any = self.table.data
-            dbs = store._dbs.values()
-            keys = sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in dbs)
-        disk = None
-        if time.monotonic() - self._disk_at >= DISK_EVERY:
-            self._disk_at = time.monotonic()
-            disk = await asyncio.to_thread(_folder_bytes, Path(app.conf.tabledir))
-        self.gauges.state(keys, disk)
-        recovery = app.tables.recovery
-        recovering = app.rebalancing or recovery.in_recovery or not recovery.completed.is_set()
-        n = len(assigned)
-        return [
-            Check(
-                "partitions",
-                n > 0,
-                f"{n} input partitions assigned"
-                if n
-                else "no input partitions assigned (a rebalance, or more workers than partitions)",
-            ),
-            Check(
-                "recovery",
-                not recovering,
-                "state restored" if not recovering else "rebalancing or restoring state",
-            ),
-            self._broker,
-            self.progress.check(total),
-        ]
-
-    def _check_broker(self) -> Check:
-        """Whether Kafka answers and holds the input topics (blocking: run off the loop)."""
-        if self._admin is None:
-            self._admin = admin_client(self.settings)
-        try:
-            existing = self._admin.list_topics(timeout=5).topics
-        except KafkaException as exc:
-            return Check("broker", False, f"Kafka does not answer: {exc.args[0]}")
-        missing = [t for t in self.types if t not in existing]
-        if missing:
-            return Check("broker", False, f"input topics missing: {', '.join(missing)}")
-        return Check("broker", True, f"reachable, {len(existing)} topics")
-
     def _transactional_id(self, record: Input) -> str | None:
         """With exactly_once, the Kafka transaction of the record's input partition (the one
         Faust commits that partition's offsets in); None otherwise."""
@@ -1184,13 +1105,3 @@ class CleanShutdown:
         if self.enabled:
             self.marker.parent.mkdir(parents=True, exist_ok=True)
             self.marker.touch()
-
-
-def _folder_bytes(folder: Path) -> int:
-    """The size of the files under `folder` (0 if it does not exist)."""
-    total = 0
-    for path in folder.rglob("*"):
-        with contextlib.suppress(OSError):
-            if path.is_file():
-                total += path.stat().st_size
-    return total
