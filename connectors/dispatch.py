@@ -154,7 +154,7 @@ class Stats:
     buffered: int = 0  # actions handed to the sink and not yet confirmed
     # actions by (outcome, kind): for each outcome, the kinds add up to its total above
     by_kind: dict[tuple[str, str], int] = field(
-        default_factory=lambda: {(o, k): 0 for o in OUTCOMES for k in KINDS}
+        default_factory=lambda: {(o, k): 0 for o in OUTCOMES for k in (*KINDS, "unknown")}
     )
     # records of the input topics not yet delivered (or committed), per (topic, partition)
     # assigned now: set (replaced whole) by whoever consumes for this connector

@@ -51,12 +51,16 @@ class Progress:
         self.clock = clock
         self.last = clock()
         self._done = 0
+        self._lag: int | None = None
 
     def update(self, lag: int | None, done: int) -> None:
-        """`lag`: records waiting (None: not known); `done`: records processed so far."""
-        if done != self._done or lag == 0:
+        """`lag`: records waiting (None: not known); `done`: records processed so far. When
+        lag becomes known, the clock starts then (an idle worker given partitions with lag
+        is not stalled at once)."""
+        if done != self._done or lag == 0 or (lag and self._lag is None):
             self.last = self.clock()
         self._done = done
+        self._lag = lag
 
     def idle_for(self) -> float:
         return self.clock() - self.last

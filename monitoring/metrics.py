@@ -65,6 +65,7 @@ LATENCY_BUCKETS = (
 )
 """Event time to an action confirmed by Kafka or a connector: milliseconds to (during an
 outage) an hour."""
+DEAD_LETTER_REASONS = ("malformed_json", "invalid_event", "processing_error", "output_too_large")
 
 __all__ = [
     "FastHistogram",
@@ -141,8 +142,8 @@ class FastHistogram(Collector):
 
     prometheus_client's `Histogram.observe` takes a lock per call (about 1 µs), which is
     a noticeable share of an event that takes 20 µs. Here one thread observes and the
-    scrape reads: a scrape may see a sum one observation ahead of the counts, never counts
-    that go down.
+    scrape reads: a scrape may see the counts one observation ahead of the sum, never
+    counts that go down. Observations must not be negative or NaN.
     """
 
     def __init__(
@@ -244,6 +245,8 @@ class PrometheusObserver:
         self._dead = Counter(
             "crm_dead_letters", "Events sent to the dead-letter output.", ["reason"], registry=r
         )
+        for reason in DEAD_LETTER_REASONS:  # at 0 from the start: rate() sees the first one
+            self._dead.labels(reason)
         self._decisions = Counter(
             "crm_rule_decisions",
             "Matched rules by pack, rule, outcome and suppression reason.",
@@ -358,8 +361,9 @@ class WorkerGauges:
         )
         self.latency = FastHistogram(
             "crm_event_to_action_seconds",
-            "From the event's time to its action confirmed by Kafka, by kind (includes the "
-            "producer's clock skew and any wait in the input topic).",
+            "From the event's time to its action acknowledged by Kafka, by kind (includes the "
+            "producer's clock skew and any wait in the input topic; with exactly_once the "
+            "transaction commits within about a second after).",
             LATENCY_BUCKETS,
             label="kind",
             registry=r,
@@ -390,8 +394,11 @@ class WorkerGauges:
             self._disk.set(disk_bytes)
 
     def action_latency(self, kinds: Sequence[str], seconds: Sequence[float]) -> None:
+        """One observation per action. An event time ahead of this clock (a producer's
+        clock skew) counts as 0 s: a negative observation would make the sum go down."""
         for kind, value in zip(kinds, seconds, strict=True):
-            self.latency.observe(value, kind)
+            if value == value:  # not NaN
+                self.latency.observe(max(0.0, value), kind)
 
 
 def exported_sample_names() -> set[str]:

@@ -78,7 +78,7 @@ from streams.outputs import (
 )
 from streams.settings import STATE_TABLE, Settings
 from streams.topics import admin_client, wait_for_kafka
-from streams.worker_health import HEALTH_EVERY, WorkerReport
+from streams.worker_health import ReportService, WorkerReport
 
 log = logging.getLogger("crm_triggers.worker")
 
@@ -333,7 +333,7 @@ class Worker:
         self.processed = 0
         self.health = Health().register(observer.registry)
         self.gauges = WorkerGauges(observer.registry)
-        self.app.timer(HEALTH_EVERY)(WorkerReport(self).report)
+        self.reporter = ReportService(WorkerReport(self))  # started with the Faust worker
 
     def _guard_commits(self) -> None:
         """Faust commits offsets (and, with exactly_once, ends the Kafka transaction) from
@@ -1062,7 +1062,7 @@ def run_worker(settings: Settings, rules: RuleSet) -> int:
     clean = CleanShutdown(Path(worker.app.conf.tabledir), enabled=worker.exactly_once)
     clean.check(say)
     faust_worker = faust.Worker(
-        worker.app, loglevel="INFO", quiet=True, override_logging=False
+        worker.app, worker.reporter, loglevel="INFO", quiet=True, override_logging=False
     )  # our JSON handler (monitoring/logs.py) stays: Faust would replace it
     try:
         faust_worker.execute_from_commandline()

@@ -52,7 +52,7 @@ from monitoring.delivery import DeliveryCollector
 from monitoring.health import ALIVE_WITHIN, Check, Health, Progress, serve
 from monitoring.metrics import standard_collectors
 from streams.settings import Settings
-from streams.topics import admin_client
+from streams.topics import admin_client, check_topics
 
 log = logging.getLogger("crm_triggers.deliver")
 
@@ -482,17 +482,10 @@ class DeliveryHealth:
 
     def _ask_broker(self) -> Check:
         """Whether Kafka answers and holds the action topics (blocks up to 5 s)."""
-        try:
-            if self._admin is None:
-                self._admin = admin_client(self.settings)
-            existing = self._admin.list_topics(timeout=5).topics
-        except KafkaException as exc:
-            return Check("broker", False, f"Kafka does not answer: {exc.args[0]}")
+        if self._admin is None:
+            self._admin = admin_client(self.settings)
         topics = self.settings.topics
-        missing = [t for t in (topics.offers, topics.alerts) if t not in existing]
-        if missing:
-            return Check("broker", False, f"action topics missing: {', '.join(missing)}")
-        return Check("broker", True, f"reachable, {len(existing)} topics")
+        return check_topics(self._admin, [topics.offers, topics.alerts], "action topics")
 
 
 def run_deliver(

@@ -97,8 +97,10 @@ class Engine:
         self.observer: Observer = observer if observer is not None else NoopObserver()
         self.state_ttl = state_ttl
         self.newest = 0.0  # the latest event time seen, epoch seconds
-        # one line per dead letter, at most 10 a second; the next says how many were left out
+        # one line per dead letter, at most 10 a second; the next says how many were left out.
+        # Processing errors (bugs) have their own budget: bad input must not hide them.
         self._dead_log = RateLimited(log, per_second=10)
+        self._error_log = RateLimited(log, per_second=10)
         self.observer.rules_loaded({p.name: p.version for p in rules.packs})
 
     def process(self, records: Iterable[Record], *, flush: bool = True) -> BatchOutput:
@@ -214,7 +216,7 @@ class Engine:
         ERROR with its traceback; bad input at WARNING)."""
         self.observer.event_in(record.topic, event_type, "dead_letter", time.perf_counter() - began)
         self.observer.dead_letter(reason)
-        self._dead_log.log(
+        (self._error_log if exc is not None else self._dead_log).log(
             logging.ERROR if exc is not None else logging.WARNING,
             "dead letter (%s) from %s: %s",
             reason,

@@ -41,6 +41,12 @@ def test_progress_stalls_only_with_lag_and_nothing_processed_for_the_limit() -> 
     clock.now += 600
     p.update(lag=None, done=10)  # lag not known: never called stalled
     assert p.check(None).ok
+    clock.now += 600
+    p.update(lag=50, done=10)  # lag appears after a long idle time: the clock starts now
+    assert p.check(50).ok
+    clock.now += 61
+    p.update(lag=50, done=10)
+    assert not p.check(50).ok
 
 
 def test_ready_needs_every_check_and_a_recent_report() -> None:
