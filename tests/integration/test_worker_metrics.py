@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from scripts.promtool import ensure_promtool
 from streams.settings import Settings
@@ -110,3 +113,44 @@ def test_worker_serves_metrics_promtool_accepts_and_says_when_it_is_ready(
 @pytest.fixture(scope="module", autouse=True)
 def _promtool() -> None:
     ensure_promtool()  # fetched before the worker starts: its time is not the worker's
+
+
+def test_lag_is_zero_when_only_transaction_markers_are_left(
+    settings: Settings, scenario: dict[str, Any], start_worker: Any
+) -> None:
+    """Input written in Kafka transactions (as by upstream systems with exactly-once) ends
+    each partition with a commit marker, which is never a record: once the worker has
+    processed every record, its lag is 0 and /readyz does not call it stalled."""
+    settings.web_port = port = free_port()
+    settings.ready_stall_s = 3
+    events = [e for e in scenario["events"] if json.loads(e)["type"] == "transaction"][:400]
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.brokers,
+            "transactional.id": f"upstream-{uuid.uuid4().hex[:8]}",
+            "partitioner": "murmur2_random",
+        }
+    )
+    producer.init_transactions(30)
+    for i in range(0, len(events), 100):  # four transactions: four markers per partition
+        producer.begin_transaction()
+        for raw in events[i : i + 100]:
+            key = json.loads(raw)["customer_id"].encode()
+            producer.produce(settings.topics.transactions, key=key, value=raw)
+        producer.commit_transaction(30)
+    start_worker()
+
+    def settled() -> str | None:
+        _, metrics = get(port, "/metrics")
+        if not samples(metrics, "crm_events_total") or not samples(metrics, "crm_consumer_lag"):
+            return None
+        if sample(metrics, "crm_events_total") < len(events):
+            return None
+        return metrics if sample(metrics, "crm_consumer_lag") == 0 else None
+
+    metrics = wait_for(settled, "every event processed and lag 0", timeout=90)
+    assert sample(metrics, "crm_events_total") == len(events)
+    time.sleep(2 * settings.ready_stall_s)  # long enough to be called stalled, were it lag
+    status, body = get(port, "/readyz")
+    assert status == 200, body
+    assert json.loads(body)["checks"]["progress"]["detail"] == "no lag"
