@@ -173,9 +173,9 @@ def score(
 
     explained = sum(1 for d in fired if near(epoch(d.ts), label_ts.get(d.customer_id, [])))
     detected = sum(1 for lb in mine if near(epoch(lb.ts), fire_ts.get(lb.customer_id, [])))
-    suppressed = Counter(d.reason or "unknown" for d in fired if d.outcome != "emitted")
+    suppressed = Counter(d.reason or "unknown" for d in fired if d.outcome == "suppressed")
     tp_suppressed = Counter(
-        d.reason or "unknown" for d in fired if d.outcome != "emitted" and d.event_id in wanted
+        d.reason or "unknown" for d in fired if d.outcome == "suppressed" and d.event_id in wanted
     )
     return {
         "code": code,

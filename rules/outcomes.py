@@ -31,7 +31,11 @@ class Action(msgspec.Struct, kw_only=True):
 
 
 class Decision(msgspec.Struct, kw_only=True):
-    """One matched rule's fate: emitted, or suppressed for exactly one reason."""
+    """One matched rule's fate: emitted, or suppressed for exactly one reason.
+
+    A rule in shadow mode gets outcome `shadow` and no action; its `reason` is what would
+    have happened had it been live: None (emitted) or the suppression reason.
+    """
 
     event_id: str
     customer_id: str
@@ -40,7 +44,7 @@ class Decision(msgspec.Struct, kw_only=True):
     rule_id: str
     kind: Literal["offer", "alert"]
     ts: str
-    outcome: Literal["emitted", "suppressed"]
+    outcome: Literal["emitted", "suppressed", "shadow"]
     reason: str | None
     action_id: str | None
     explanation: list[dict[str, Any]]

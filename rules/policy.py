@@ -17,6 +17,13 @@ For one event, after its rules matched:
 
 All times are event time. Cooldown, dedup, caps and the risk block count only emitted
 actions, recorded in the customer's ledger.
+
+Shadow mode: a rule in shadow mode goes through the same checks, against the same ledger, as
+if it alone were live, and its outcome is `shadow`, its reason the one it would have got (None
+if it would have been emitted). It never changes what live rules get: it takes no part in the
+live arbitration (it loses to a better live offer but displaces none), it never counts towards
+caps or opens a risk block, and its would-be emissions go to the ledger's separate `shadow`
+map, which only its own cooldown and dedup read (with its live emissions, if it was live before).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any, Final
 
-from rules.pack import PolicySpec, QuietHours
+from rules.pack import MAX_WINDOW, PolicySpec, QuietHours
 from state.model import Ledger
 
 DAY: Final = 86400.0
@@ -49,6 +56,7 @@ class Candidate:
     priority: int = 0
     value: float = 0.0
     payload: Any = None
+    shadow: bool = False
     outcome: str = "emitted"
     reason: str | None = None
     not_before: datetime | None = None
@@ -58,7 +66,31 @@ class Candidate:
         return f"{self.pack}/{self.rule_id}"
 
     def suppress(self, reason: str) -> None:
-        self.outcome, self.reason = "suppressed", reason
+        self.outcome, self.reason = "shadow" if self.shadow else "suppressed", reason
+
+
+def _rank(c: Candidate) -> tuple[int, float, str, str]:
+    return (-c.priority, -c.value, c.rule_id, c.pack)
+
+
+def _last(c: Candidate, ledger: Ledger) -> float | None:
+    """When the rule was last emitted (for a shadow rule: or would have been)."""
+    last = ledger.fired.get(c.key)
+    if c.shadow and ledger.shadow:
+        would = ledger.shadow.get(c.key)
+        if would is not None and (last is None or would > last):
+            return would
+    return last
+
+
+def _shadow_emit(c: Candidate, ledger: Ledger, now: float) -> None:
+    """A shadow rule that would have been emitted: record it apart from live emissions.
+
+    Entries older than the longest cooldown or dedup can never matter and are dropped.
+    """
+    c.outcome, c.reason = "shadow", None
+    ledger.shadow = {k: t for k, t in ledger.shadow.items() if now - t < MAX_WINDOW}
+    ledger.shadow[c.key] = now
 
 
 def decide(
@@ -73,9 +105,12 @@ def decide(
     for c in candidates:
         if c.kind != "alert":
             continue
-        last = fired.get(c.key)
+        last = _last(c, ledger)
         if c.dedup is not None and last is not None and now - last < c.dedup:
             c.suppress("dedup")
+            continue
+        if c.shadow:
+            _shadow_emit(c, ledger, now)
             continue
         fired[c.key] = now
         if c.severity in HIGH_SEVERITIES and (ledger.high_alert is None or now > ledger.high_alert):
@@ -86,17 +121,29 @@ def decide(
         return
     left: list[Candidate] = []
     for c in offers:
-        reason = _offer_block(c, ledger, customer_id, now, consent)
+        reason = _offer_block(c, _last(c, ledger), ledger, customer_id, now, consent)
         if reason is None:
             left.append(c)
         else:
             c.suppress(reason)
     if not left:
         return
-    left.sort(key=lambda c: (-c.priority, -c.value, c.rule_id, c.pack))
-    winner = left[0]
-    for c in left[1:]:
-        c.suppress("arbitration")
+    left.sort(key=_rank)
+    live = [c for c in left if not c.shadow]
+    winner = live[0] if live else None
+    for c in left:
+        if not c.shadow:
+            if c is not winner:
+                c.suppress("arbitration")
+        # as if it alone were live: checked before the live winner is recorded
+        elif winner is not None and _rank(winner) < _rank(c):
+            c.suppress("arbitration")
+        elif _over_cap(c.policy, ledger, now):
+            c.suppress("frequency_cap")
+        else:
+            _shadow_emit(c, ledger, now)
+    if winner is None:
+        return
     if _over_cap(winner.policy, ledger, now):
         winner.suppress("frequency_cap")
         return
@@ -108,9 +155,8 @@ def decide(
 
 
 def _offer_block(
-    c: Candidate, ledger: Ledger, customer_id: str, now: float, consent: bool
+    c: Candidate, last: float | None, ledger: Ledger, customer_id: str, now: float, consent: bool
 ) -> str | None:
-    last = ledger.fired.get(c.key)
     if c.cooldown is not None and last is not None and now - last < c.cooldown:
         return "cooldown"
     policy = c.policy

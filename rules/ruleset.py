@@ -134,7 +134,7 @@ def _outcomes(
     for pack, rule, cand, why in ordered:
         spec = rule.spec
         aid = action_id(pack.name, pack.version, spec.id, event.event_id)
-        emitted = cand.outcome == "emitted"
+        emitted = cand.outcome == "emitted" and not cand.shadow
         decisions.append(
             Decision(
                 event_id=event.event_id,
@@ -144,7 +144,7 @@ def _outcomes(
                 rule_id=spec.id,
                 kind=spec.kind,
                 ts=ts,
-                outcome="emitted" if emitted else "suppressed",
+                outcome="emitted" if emitted else "shadow" if cand.shadow else "suppressed",
                 reason=cand.reason,
                 action_id=aid if emitted else None,
                 explanation=why,
@@ -187,6 +187,7 @@ def _candidate(pack: CompiledPack, rule: CompiledRule, pz: tzinfo) -> Candidate:
         cooldown=spec.cooldown,
         priority=spec.priority,
         value=spec.value,
+        shadow=(spec.mode or pack.spec.mode) == "shadow",
     )
 
 

@@ -24,11 +24,14 @@ class Ledger(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     `fired`: last emission time per `pack/rule`; `offers`: times of emitted offers within the
     longest cap period; `high_alert`: time of the latest emitted high or critical alert.
+    `shadow`: last would-be emission time per `pack/rule` of rules in shadow mode, so that
+    their cooldown and dedup mirror what live would do; never read for live rules.
     """
 
     fired: dict[str, float] = msgspec.field(default_factory=dict, name="f")
     offers: list[float] = msgspec.field(default_factory=list, name="o")
     high_alert: float | None = msgspec.field(default=None, name="h")
+    shadow: dict[str, float] = msgspec.field(default_factory=dict, name="x")
 
 
 class CustomerState(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -40,7 +40,12 @@ class _View:
         self.color = out.isatty()
         self.emitted: Counter[tuple[str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
+        self.shadow: Counter[tuple[str, str]] = Counter()
         self.kinds = {(p.name, r.spec.id): r.spec.kind for p in rules.packs for r in p.rules}
+        # the shadow column only when a rule is in shadow mode
+        self.shadows = any(
+            (r.spec.mode or p.spec.mode) == "shadow" for p in rules.packs for r in p.rules
+        )
 
     def paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
@@ -49,7 +54,15 @@ class _View:
         for raw in decisions:
             d = msgspec.json.decode(raw)
             key = (d["pack"], d["rule_id"])
-            (self.emitted if d["outcome"] == "emitted" else self.suppressed)[key] += 1
+            outcome = d["outcome"]
+            counter = (
+                self.emitted
+                if outcome == "emitted"
+                else self.shadow
+                if outcome == "shadow"
+                else self.suppressed
+            )
+            counter[key] += 1
 
     def actions(self, actions: list[bytes]) -> None:
         shown = actions[:MAX_LINES_PER_TICK]
@@ -72,11 +85,16 @@ class _View:
 
     def table(self, summary: ReplaySummary, title: str) -> None:
         print(self.paint(f"\n{title}: {summary.line()}", "1"), file=self.out)
-        print(f"  {'pack / rule':42} {'kind':6} {'emitted':>8} {'suppressed':>11}", file=self.out)
+        extra = f" {'shadow':>7}" if self.shadows else ""
+        print(
+            f"  {'pack / rule':42} {'kind':6} {'emitted':>8} {'suppressed':>11}{extra}",
+            file=self.out,
+        )
         for key in sorted(self.kinds):
+            extra = f" {self.shadow[key]:>7}" if self.shadows else ""
             print(
                 f"  {key[0] + ' / ' + key[1]:42} {self.kinds[key]:6} "
-                f"{self.emitted[key]:>8} {self.suppressed[key]:>11}",
+                f"{self.emitted[key]:>8} {self.suppressed[key]:>11}{extra}",
                 file=self.out,
             )
         print(file=self.out, flush=True)

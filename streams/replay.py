@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Final
 
 from connectors.base import NullSink, Sink
 from streams.engine import BatchOutput, Engine, Record
@@ -41,6 +41,7 @@ class ReplaySummary:
     dead_letters: int = 0
     actions: int = 0
     decisions: int = 0
+    shadow: int = 0  # decisions of rules in shadow mode (counted in `decisions` too)
     seconds: float = 0.0
 
     def add(self, out: BatchOutput) -> None:
@@ -50,17 +51,31 @@ class ReplaySummary:
         self.dead_letters += len(out.dead_letters)
         self.actions += len(out.actions)
         self.decisions += len(out.decisions)
+        self.shadow += sum(1 for raw in out.decisions if _is_shadow(raw))
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        shadow = f" ({self.shadow:,} shadow)" if self.shadow else ""
         return (
             f"{self.events:,} events ({self.processed:,} processed, {self.duplicates:,} "
             f"duplicates, {self.dead_letters:,} dead letters) -> {self.actions:,} actions, "
-            f"{self.decisions:,} decisions in {self.seconds:.1f}s ({self.rate:,.0f} events/s)"
+            f"{self.decisions:,} decisions{shadow} in {self.seconds:.1f}s "
+            f"({self.rate:,.0f} events/s)"
         )
+
+
+_OUTCOME: Final = b'"outcome":"'
+
+
+def _is_shadow(raw: bytes) -> bool:
+    """True for an encoded decision of a rule in shadow mode, without decoding it: the first
+    `"outcome":"` is the decision's own field (the fields before it are strings, whose
+    quotes are escaped)."""
+    at = raw.find(_OUTCOME)
+    return at >= 0 and raw.startswith(b'shadow"', at + len(_OUTCOME))
 
 
 def file_records(stream: IO[bytes], name: str) -> Iterator[Record]:
