@@ -29,6 +29,8 @@ EventType = Literal["transaction", "interaction", "profile"]
 OnSpec = Literal["transaction", "interaction", "profile", "any"]
 AggregateKind = Literal["count", "sum", "avg", "min", "max", "stats", "distinct", "last"]
 Severity = Literal["low", "medium", "high", "critical"]
+Mode = Literal["live", "shadow"]
+"""`shadow`: evaluated and decided (outcome `shadow`) but never sends an action."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -133,6 +135,7 @@ class RuleSpec(_Model):
     priority: int = 0
     value: float = 0.0
     cooldown: Duration | None = None
+    mode: Mode | None = None  # None: the pack's mode
 
     @model_validator(mode="after")
     def _check(self) -> RuleSpec:
@@ -162,7 +165,10 @@ class PackSpec(_Model):
     profile_fields: dict[Name, ProfileFieldType] = Field(default_factory=dict)
     aggregates: dict[Name, AggregateSpec] = Field(default_factory=dict)
     policy: PolicySpec = Field(default_factory=PolicySpec)
+    mode: Mode = "live"
     rules: Annotated[list[RuleSpec], Field(min_length=1)]
+    # Embedded scenarios for `crm-triggers rules test`; checked when they run (rules/testing.py).
+    tests: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
