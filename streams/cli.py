@@ -114,12 +114,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(run=_replay)
 
+    b = sub.add_parser("backtest", help="run rule packs (and a baseline) over history; report")
+    b.add_argument(
+        "--rules", action="append", nargs="+", required=True, metavar="PATH",
+        help="the new packs: files or folders",
+    )  # fmt: skip
+    b.add_argument(
+        "--baseline", action="append", nargs="+", metavar="PATH",
+        help="the packs to compare against (e.g. the ones in production)",
+    )  # fmt: skip
+    b.add_argument("--events", required=True, metavar="FILE", help="JSON Lines events")
+    b.add_argument("--report", required=True, metavar="DIR", help="report.html and report.json")
+    b.add_argument(
+        "--state", metavar="DIR", help="keep customer states in RocksDB here (default: memory)"
+    )
+    b.add_argument("--state-ttl", metavar="DURATION", default="730d")
+    b.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N")
+    b.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    b.set_defaults(run=_backtest)
+
     rules = sub.add_parser("rules", help="work with rule packs").add_subparsers(
         title="rules commands", metavar="COMMAND"
     )
     c = rules.add_parser("check", help="validate packs; print every problem")
     c.add_argument("paths", nargs="+", metavar="PATH", help="pack files or folders")
     c.set_defaults(run=_rules_check)
+    t = rules.add_parser("test", help="run scenario files and the tests embedded in packs")
+    t.add_argument("paths", nargs="+", metavar="PATH", help="scenario files, pack files or folders")
+    t.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
+    t.add_argument("--junit-xml", metavar="FILE", help="also write a JUnit XML report (for CI)")
+    t.set_defaults(run=_rules_test)
 
     s = sub.add_parser("simulate", help="write a synthetic bank's event stream")
     s.add_argument("--customers", type=int, default=1000, metavar="N")
@@ -336,6 +360,42 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    from streams.backtest import backtest_file, summary_lines, write_report
+
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    ttl = _duration(args.state_ttl)
+    ruleset = _load([p for group in args.rules for p in group])
+    baseline = _load([p for group in args.baseline for p in group]) if args.baseline else None
+    if not Path(args.events).is_file():
+        raise UsageError(f"--events {args.events}: no such file")
+    if args.state and any(Path(args.state).glob("*")):
+        raise UsageError(f"--state {args.state}: not empty (a backtest starts from no state)")
+    with contextlib.ExitStack() as stack:
+
+        def engine(rules: RuleSet, name: str) -> Engine:
+            store: Store = (
+                RocksStore(str(Path(args.state) / name), durable=False)
+                if args.state
+                else MemoryStore()
+            )
+            stack.callback(store.close)
+            return Engine(rules, StateCache(store), state_ttl=ttl)
+
+        result = backtest_file(
+            args.events,
+            engine(ruleset, "new"),
+            engine(baseline, "baseline") if baseline is not None else None,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
+    report = write_report(result, Path(args.report))
+    for line in summary_lines(report, Path(args.report)):
+        print(line)
+    return 0
+
+
 def _rules_check(args: argparse.Namespace) -> int:
     problems = 0
     for path in args.paths:
@@ -355,6 +415,39 @@ def _rules_check(args: argparse.Namespace) -> int:
         print(f"{problems} problem{'s' if problems != 1 else ''} found", file=sys.stderr)
         return 1
     return 0
+
+
+def _rules_test(args: argparse.Namespace) -> int:
+    """Exit 0: all passed; 1: a scenario failed; 2: a file could not be used."""
+    import time
+
+    from rules.testing import collect, junit_xml, run_all
+
+    began = time.perf_counter()
+    found = collect(args.paths)
+    for error in found.errors:
+        print(error, file=sys.stderr)
+    outcomes = []
+    for outcome in run_all(found.scenarios):
+        outcomes.append(outcome)
+        if not args.quiet:
+            mark = "PASS" if outcome.passed else "ERROR" if outcome.error else "FAIL"
+            print(f"{mark} {outcome.result.file}: {outcome.result.name}")
+    failures = [o for o in outcomes if not o.passed]
+    if failures:
+        print("\n=== failures ===")
+    for o in failures:
+        head = f"ERROR {o.result.file}: {o.result.name}"
+        print(f"{head}\n  {o.error}" if o.error else o.result.report(because=True))
+    seconds = time.perf_counter() - began
+    passed = len(outcomes) - len(failures)
+    summary = f"{passed} passed, {len(failures)} failed"
+    if found.errors:
+        summary += f", {len(found.errors)} file{'s' if len(found.errors) != 1 else ''} not usable"
+    print(f"{summary} in {seconds:.2f}s")
+    if args.junit_xml:
+        Path(args.junit_xml).write_bytes(junit_xml(outcomes, seconds))
+    return 2 if found.errors or any(o.error for o in failures) else 1 if failures else 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
