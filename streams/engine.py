@@ -61,6 +61,7 @@ class BatchOutput:
     events: int = 0
     processed: int = 0
     duplicates: int = 0
+    shadow: int = 0  # decisions of rules in shadow mode (in `decisions` too)
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -184,6 +185,8 @@ class Engine:
             obs.decision(d.pack, d.rule_id, d.outcome, d.reason)
             out.decisions.append(to_json(d))
             out.decision_keys.append(d.customer_id)
+            if d.outcome == "shadow":
+                out.shadow += 1
             if debug:
                 log.debug(
                     "rule %s/%s %s%s",
