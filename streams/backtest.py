@@ -32,7 +32,7 @@ import msgspec
 
 from rules.ruleset import RuleSet
 from streams.engine import BatchOutput, Engine, Record
-from streams.replay import batches, file_records
+from streams.replay import ReplaySummary, batches, file_records
 
 EXAMPLES: Final = 5
 DEFAULT_CHECKPOINT: Final = 100_000
@@ -94,16 +94,10 @@ def _rule(pack: str, rule_id: str) -> str:
 
 
 @dataclass
-class RunStats:
-    """Aggregates of one rule set's run."""
+class RunStats(ReplaySummary):
+    """Aggregates of one rule set's run: replay's totals (`seconds`: the time spent in this
+    engine) and what the report shows per rule."""
 
-    events: int = 0
-    processed: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    decisions: int = 0
-    actions: int = 0
-    seconds: float = 0.0  # time spent in this engine
     per_rule_day: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     reached: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     all_reached: set[str] = field(default_factory=set)
@@ -112,16 +106,11 @@ class RunStats:
     severity: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
 
-    def add(
+    def take(
         self, out: BatchOutput
     ) -> tuple[dict[Key, tuple[_Decision, bytes]], dict[str, tuple[_Action, bytes]]]:
         """Count one batch's output; return its decisions by key and actions by id."""
-        self.events += out.events
-        self.processed += out.processed
-        self.duplicates += out.duplicates
-        self.dead_letters += len(out.dead_letters)
-        self.decisions += len(out.decisions)
-        self.actions += len(out.actions)
+        self.add(out)
         decisions: dict[Key, tuple[_Decision, bytes]] = {}
         for raw in out.decisions:
             d = _decision.decode(raw)
@@ -187,7 +176,7 @@ class RunStats:
                 "alerts": self.kinds.get("alert", 0),
                 "suppressed": sum(by_reason.values()),
                 # decisions of rules in shadow mode: matched, but no action by design
-                "shadow": sum(c.get("shadow", 0) for c in self.outcomes.values()),
+                "shadow": self.shadow,
                 "customers_reached": len(self.all_reached),
                 "engine_seconds": round(self.seconds, 3),
             },
@@ -408,12 +397,12 @@ def run_backtest(
         t0 = clock()
         out = new.process(batch, flush=flush)
         result.new.seconds += clock() - t0
-        got = result.new.add(out)
+        got = result.new.take(out)
         if baseline is not None and result.baseline is not None and result.diff is not None:
             t0 = clock()
             base_out = baseline.process(batch, flush=flush)
             result.baseline.seconds += clock() - t0
-            result.diff.add(got, result.baseline.add(base_out))
+            result.diff.add(got, result.baseline.take(base_out))
         if on_batch is not None:
             on_batch(result.new.events)
     for engine in (new, baseline):
