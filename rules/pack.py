@@ -526,8 +526,10 @@ def load_pack_file(path: Path) -> LoadedPack:
     return load_pack_text(text, str(path))
 
 
-def pack_files(path: Path) -> list[Path]:
-    """A pack file, or every *.yaml / *.yml file directly in a folder, sorted by name."""
+def pack_files(path: Path, *, recursive: bool = False) -> list[Path]:
+    """A pack file, or every *.yaml / *.yml file in a folder (directly in it, or with
+    `recursive` in its subfolders too), sorted by path."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        found = path.rglob("*") if recursive else path.iterdir()
+        return sorted(p for p in found if p.suffix in (".yaml", ".yml") and p.is_file())
     return [path]

@@ -25,7 +25,15 @@ from xml.etree import ElementTree
 import yaml
 
 from rules.errors import RuleError, RuleProblem
-from rules.pack import Path_, _Mark, _nearest, _problem_at, _to_python, load_pack_file
+from rules.pack import (
+    Path_,
+    _Mark,
+    _nearest,
+    _problem_at,
+    _to_python,
+    load_pack_file,
+    pack_files,
+)
 from rules.ruleset import RuleSet, load_rules
 from rules.scenarios import (
     Scenario,
@@ -45,15 +53,6 @@ class Collected:
 
     scenarios: list[Scenario] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def _yaml_files(path: Path) -> Iterator[Path]:
-    if path.is_dir():
-        yield from sorted(
-            p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
-        )
-    else:
-        yield path
 
 
 def _kind(path: Path) -> str | None:
@@ -81,7 +80,7 @@ def collect(paths: list[str]) -> Collected:
         if not root.exists():
             out.errors.append(f"{given}: error: no such file or folder")
             continue
-        for path in _yaml_files(root):
+        for path in pack_files(root, recursive=True):
             kind = None
             try:
                 kind = _kind(path)
